@@ -1,0 +1,40 @@
+"""CBS wire contracts: envelope, errors, codec, schemas and protocols."""
+
+from cbs.contracts.codec import MAX_DEPTH, MAX_ENVELOPE_BYTES, decode, encode
+from cbs.contracts.envelope import ERROR_SCHEMA, Envelope, parse_subject, subject_for
+from cbs.contracts.errors import (
+    ERROR_CODES,
+    BadRequest,
+    CbsError,
+    Internal,
+    NotFound,
+    Timeout,
+    Unavailable,
+)
+from cbs.contracts.protocols import Bus, Cell, Endpoint, PayloadHandler, RawHandler, Subscription
+from cbs.contracts.schemas import load_schema
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ENVELOPE_BYTES",
+    "ERROR_CODES",
+    "ERROR_SCHEMA",
+    "BadRequest",
+    "Bus",
+    "Cell",
+    "CbsError",
+    "Endpoint",
+    "Envelope",
+    "Internal",
+    "NotFound",
+    "PayloadHandler",
+    "RawHandler",
+    "Subscription",
+    "Timeout",
+    "Unavailable",
+    "decode",
+    "encode",
+    "load_schema",
+    "parse_subject",
+    "subject_for",
+]

@@ -1,0 +1,156 @@
+"""Bytes <-> Envelope.
+
+Decoding is total: whatever the bytes, :func:`decode` returns an
+:class:`Envelope` or raises :class:`BadRequest` with a short, safe message.
+It rejects, in this order:
+
+* input over :data:`MAX_ENVELOPE_BYTES` (1 MiB, NATS's default max payload);
+* anything that is not strict UTF-8 (no BOM, no UTF-16/32 auto-detection,
+  no lone surrogates, not even as ``\\ud800`` escapes);
+* invalid JSON, ``NaN``/``Infinity``, numbers out of the double range;
+* nesting deeper than :data:`MAX_DEPTH` (64) arrays/objects;
+* duplicate keys in any object;
+* a top level that is not an object, unknown top-level fields, both or
+  neither of ``payload`` and ``error``, and every field rule of the contract.
+
+Encoding is deterministic: compact UTF-8 JSON with keys sorted at every level,
+so the same envelope always gives the same bytes. Integers must fit in 64 bits
+and floats must be finite (``Internal`` otherwise: that is a bug in the sender).
+
+orjson does the parsing and printing (4-10x the standard library here); the
+standard library's decoder only double-checks for duplicate keys, and only for
+input that is not already in canonical form.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import orjson
+
+from cbs.contracts.envelope import Envelope
+from cbs.contracts.errors import BadRequest, Internal
+
+__all__ = ["encode", "decode", "encode_payload", "MAX_ENVELOPE_BYTES", "MAX_DEPTH", "FIELDS"]
+
+#: Largest envelope accepted by :func:`decode`, in bytes.
+MAX_ENVELOPE_BYTES = 1024 * 1024
+#: Deepest nesting of arrays and objects accepted by :func:`decode` (the
+#: envelope object itself counts as level 1).
+MAX_DEPTH = 64
+#: The top-level fields of an envelope; no others are allowed.
+FIELDS = frozenset({"id", "service", "verb", "schema", "payload", "error"})
+
+_SORT = orjson.OPT_SORT_KEYS
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_pairs, parse_constant=_reject_constant
+)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of ``value``, stopping early once past ``limit``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item if isinstance(v, (dict, list)))
+    return deepest
+
+
+def decode(data: bytes | bytearray | memoryview) -> Envelope:
+    """Parse and validate one envelope. Raises only :class:`BadRequest`."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise BadRequest(
+            "Envelope too large",
+            details={"constraint": "maxBytes", "limit": MAX_ENVELOPE_BYTES},
+        )
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # orjson's message may quote the input: keep ours fixed.
+        raise BadRequest("Malformed JSON: not a strict UTF-8 JSON document") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("Envelope must be a JSON object")
+    # Depth: the bracket count bounds the depth, so most input skips the walk.
+    if data.count(b"{") + data.count(b"[") > MAX_DEPTH and _depth(obj, MAX_DEPTH) > MAX_DEPTH:
+        raise BadRequest(
+            "JSON nested too deeply", details={"constraint": "maxDepth", "limit": MAX_DEPTH}
+        )
+    # Duplicate keys: orjson keeps the last silently. Canonical input (ours)
+    # re-encodes to the same bytes, which proves it had none.
+    if orjson.dumps(obj, option=_SORT) != data:
+        try:
+            _STRICT_DECODER.decode(data.decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise BadRequest("Malformed JSON: duplicate keys") from None
+    extra = obj.keys() - FIELDS
+    if extra:
+        raise BadRequest(
+            "Envelope has unknown top-level fields",
+            details={"fields": sorted(str(k)[:64] for k in extra)[:8]},
+        )
+    for field in ("id", "service", "verb", "schema"):
+        if field not in obj:
+            raise BadRequest(
+                f"Missing required field '{field}'",
+                details={"field": field, "constraint": "required"},
+            )
+    return Envelope(
+        id=obj["id"],
+        service=obj["service"],
+        verb=obj["verb"],
+        schema=obj["schema"],
+        payload=obj.get("payload"),
+        error=obj.get("error"),
+    )
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
+def encode_payload(obj: Any) -> bytes:
+    """Canonical JSON bytes of any JSON value (used for envelopes and payloads)."""
+    try:
+        data = orjson.dumps(obj, option=_SORT)
+    except TypeError as exc:
+        raise Internal("Payload is not JSON-serializable") from exc
+    # orjson writes NaN and Infinity as null: look closer only when null appears.
+    if b"null" in data and _has_non_finite(obj):
+        raise Internal("Payload holds a non-finite number")
+    return data
+
+
+def encode(envelope: Envelope) -> bytes:
+    """Deterministic UTF-8 JSON bytes of ``envelope``."""
+    return encode_payload(envelope.to_dict())

@@ -1,0 +1,127 @@
+"""The ``cbs`` command line: plugins first, then options and commands they add.
+
+Every user error is one line on stderr and a non-zero exit (2 for usage, 1 for
+an error reply or failure); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from cbs.contracts import CbsError
+from cbs.kernel.errors import UsageError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_global(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--debug", action="store_true", default=default or False,
+                        help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default or False,
+                        help="log only warnings and errors")
+    parser.add_argument("-p", dest="plugin_specs", action="append", metavar="NAME",
+                        default=default or [],
+                        help="load only the named plugins (repeat); 'no:NAME' blocks one")
+    parser.add_argument("--disable-plugin-autoload", action="store_true",
+                        default=default or False,
+                        help="load no entry-point plugin unless named with -p")
+
+
+def _pre_parse(argv: Sequence[str]) -> argparse.Namespace:
+    pre = argparse.ArgumentParser(add_help=False)
+    _add_global(pre, suppress=False)
+    known, _ = pre.parse_known_args(argv)
+    return known
+
+
+def _build_parser(body: Any) -> argparse.ArgumentParser:
+    parser = _Parser(prog="cbs", description="CBS: cells on a message bus, run by a body.")
+    _add_global(parser, suppress=False)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for entry in body.commands:
+        sub = subparsers.add_parser(entry.name, help=entry.item.help,
+                                    description=entry.item.help)
+        sub.error = parser.error  # type: ignore[method-assign]
+        _add_global(sub, suppress=True)
+        group = sub.add_argument_group("options from plugins")
+        for option in body.options.as_dict().values():
+            kwargs: dict[str, Any] = {"dest": option.name, "default": None, "help": option.help}
+            if option.type is bool:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = True
+            else:
+                kwargs["metavar"] = option.metavar or option.name.upper()
+            if option.env:
+                kwargs["help"] += f" [env {option.env}]"
+            group.add_argument(option.cli_flag, **kwargs)
+        if entry.item.configure is not None:
+            entry.item.configure(sub)
+    return parser
+
+
+async def _run_async(body: Any, awaitable: Any) -> int:
+    try:
+        return int(await awaitable or 0)
+    finally:
+        await body.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = _pre_parse(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if pre.debug else logging.WARNING if pre.quiet else logging.INFO,
+        format="%(name)s: %(message)s",
+    )
+    try:
+        from cbs.kernel.body import Body
+
+        body = Body(
+            plugin_specs=pre.plugin_specs,
+            autoload=False if pre.disable_plugin_autoload else None,
+        )
+        parser = _build_parser(body)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        body.configure({name: getattr(args, name, None) for name in body.options.names()})
+        result = body.commands.get(args.command).item.run(body, args)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_run_async(body, result))
+        return int(result or 0)
+    except UsageError as exc:
+        if pre.debug:
+            raise
+        print(f"cbs: error: {exc}", file=sys.stderr)
+        return 2
+    except CbsError as exc:
+        if pre.debug:
+            raise
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if pre.debug:
+            raise
+        print(f"cbs: error: {type(exc).__name__}: {exc} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

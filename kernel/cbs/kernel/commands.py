@@ -1,0 +1,237 @@
+"""Built-in plugin ``core``: the core options and the built-in ``cbs`` commands
+(``demo``, ``run``, ``call``, ``plugins``, ``cells``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+from cbs.contracts import parse_subject
+from cbs.kernel.errors import UsageError
+from cbs.kernel.plugins import hookimpl
+from cbs.kernel.registries import CommandRegistry, OptionRegistry
+
+if TYPE_CHECKING:
+    from cbs.kernel.body import Body
+
+log = logging.getLogger("cbs")
+
+#: The cells of the demo flow: prompt_name -> greet -> print_greeting.
+DEMO_CELLS = ("prompt_name", "greet", "print_greeting")
+
+
+@hookimpl
+def cbs_add_options(options: OptionRegistry) -> None:
+    options.add(
+        "transport",
+        help="bus transport to use (default: the installed one with the highest priority)",
+        env="CBS_TRANSPORT",
+        metavar="NAME",
+    )
+    options.add(
+        "request_timeout",
+        help="default request timeout in seconds (default: 5)",
+        default=5.0,
+        type=float,
+        env="CBS_REQUEST_TIMEOUT",
+        metavar="SECONDS",
+    )
+    options.add(
+        "drain_timeout",
+        help="how long a stopping body waits for in-flight requests (default: 10)",
+        default=10.0,
+        type=float,
+        env="CBS_DRAIN_TIMEOUT",
+        metavar="SECONDS",
+    )
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# -- cbs demo ----------------------------------------------------------------------------
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="the name to greet (default: ask for it)")
+    parser.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="only run the flow; the cells are served by other processes",
+    )
+
+
+async def _demo(body: Body, args: argparse.Namespace) -> int:
+    if not args.no_serve:
+        missing = [c for c in DEMO_CELLS if c not in body.cells]
+        if missing:
+            raise UsageError(
+                f"the demo needs cell '{missing[0]}': pip install cbs-greeter (plugins/greeter)"
+            )
+    await body.start(serve=False if args.no_serve else DEMO_CELLS)
+    try:
+        name = args.name
+        if name is None:
+            asked = await body.request("prompt_name", "read", {"prompt": "What is your name? "})
+            name = asked["name"]
+        greeting = await body.request("greeter", "say_hello", {"name": name})
+        await body.request("printer", "write", {"message": greeting["message"]})
+        if args.no_serve:
+            # The printer wrote to its own process's stdout: show it here too.
+            print(greeting["message"], flush=True)
+    finally:
+        await body.stop()
+    return 0
+
+
+# -- cbs run ------------------------------------------------------------------------------
+
+
+def _configure_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cells", nargs="+", metavar="ID", help="serve only these cells (default: all)"
+    )
+
+
+async def _run(body: Body, args: argparse.Namespace) -> int:
+    await body.start(serve=args.cells or True)
+    assert body.bus is not None
+    ids = ", ".join(c.id for c in body.served_cells) or "none"
+    log.info("serving cells %s on the %s transport; Ctrl-C to stop", ids, body.bus.name)
+    if not body.bus.shared:
+        log.warning("the %s bus is private to this process: nothing else can call these cells",
+                    body.bus.name)
+    await body.run_until_signal()
+    return 0
+
+
+# -- cbs call ---------------------------------------------------------------------------
+
+
+def _configure_call(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="SERVICE.VERB", help="e.g. greeter.say_hello")
+    parser.add_argument("payload", nargs="?", default="{}", metavar="JSON",
+                        help="request payload, a JSON object (default: {})")
+    parser.add_argument("--schema", help="request schema (default: the cell's, if installed)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="reply deadline")
+
+
+async def _call(body: Body, args: argparse.Namespace) -> int:
+    service, _, verb = args.target.partition(".")
+    if not verb:
+        raise UsageError(f"target must be SERVICE.VERB, not {args.target!r}")
+    parse_subject(f"cbs.{service}.{verb}")
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"payload is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UsageError("payload must be a JSON object")
+    await body.start(serve=False)
+    try:
+        assert body.bus is not None
+        if not body.bus.shared:
+            await body.serve(True)  # nothing else can reach this bus: serve here
+        reply = await body.request(
+            service, verb, payload, schema=args.schema, timeout=args.timeout
+        )
+    finally:
+        await body.stop()
+    print(json.dumps(reply, ensure_ascii=False))
+    return 0
+
+
+# -- cbs plugins / cbs cells -------------------------------------------------------------
+
+
+def _configure_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def plugins_report(body: Body) -> list[dict[str, Any]]:
+    """What ``cbs plugins --json`` prints: one entry per loaded plugin."""
+    pm = body.plugin_manager
+    report = []
+    for info in body.plugin_info():
+        plugin = pm.get_plugin(info.name)
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        registered = {
+            "transports": body.transports.by_plugin(info.name),
+            "cells": body.cells.by_plugin(info.name),
+            "middleware": body.middleware.by_plugin(info.name),
+            "options": body.options.by_plugin(info.name),
+            "commands": body.commands.by_plugin(info.name),
+        }
+        report.append({
+            "name": info.name,
+            "distribution": info.distribution,
+            "version": info.version,
+            "module": info.module,
+            "builtin": info.builtin,
+            "hooks": hooks,
+            "registered": {k: v for k, v in registered.items() if v},
+        })
+    return report
+
+
+def _plugins(body: Body, args: argparse.Namespace) -> int:
+    report = plugins_report(body)
+    if args.json:
+        _print_json(report)
+        return 0
+    for entry in report:
+        origin = "built-in" if entry["builtin"] else entry["distribution"]
+        print(f"{entry['name']:<12} {origin} {entry['version']}")
+        for kind, names in entry["registered"].items():
+            print(f"    {kind}: {', '.join(names)}")
+    return 0
+
+
+def cells_report(body: Body) -> list[dict[str, Any]]:
+    """What ``cbs cells --json`` prints: one entry per installed cell."""
+    report = []
+    for entry in body.cells:
+        cell = entry.item
+        manifest = cell.manifest()
+        report.append({
+            "id": cell.id,
+            "name": manifest["name"],
+            "category": cell.category,
+            "version": cell.version,
+            "service": cell.service,
+            "subjects": [s["subject"] for s in manifest["interface"]["serves"]],
+            "schemas": [s["schema"] for s in manifest["interface"]["serves"]],
+            "plugin": entry.plugin,
+            "purpose": manifest["purpose"],
+        })
+    return report
+
+
+def _cells(body: Body, args: argparse.Namespace) -> int:
+    report = cells_report(body)
+    if args.json:
+        _print_json(report)
+        return 0
+    if not report:
+        print("no cells installed (try: pip install cbs-greeter)", file=sys.stderr)
+    for c in report:
+        print(f"{c['id']:<16} {c['category']:<6} {c['version']:<8} {' '.join(c['subjects'])}"
+              f"  [{c['plugin']}]")
+    return 0
+
+
+@hookimpl
+def cbs_add_commands(commands: CommandRegistry) -> None:
+    commands.add("demo", help="run the greeting flow: prompt_name -> greet -> print_greeting",
+                 run=_demo, configure=_configure_demo)
+    commands.add("run", help="serve installed cells until SIGINT/SIGTERM",
+                 run=_run, configure=_configure_run)
+    commands.add("call", help="send one request and print the reply payload",
+                 run=_call, configure=_configure_call)
+    commands.add("plugins", help="list installed plugins and what they register",
+                 run=_plugins, configure=_configure_json)
+    commands.add("cells", help="list installed cells", run=_cells, configure=_configure_json)

@@ -1,0 +1,168 @@
+"""Every hook CBS calls, in one module.
+
+Hooks run at **wiring time** only: while a body is built, started and stopped.
+Nothing here is called per message; per-message behaviour is middleware,
+registered through :func:`cbs_register_middleware` and composed once per
+endpoint.
+
+Firing order for a body that serves cells (``cbs run``)::
+
+    Body(...)                  cbs_add_options, cbs_add_commands,
+                               cbs_register_transports
+    body.start()               cbs_register_cells, cbs_register_middleware
+                               (once each, at the first start or listing)
+                               cbs_body_starting
+                               -- transport connects --
+                               cbs_cell_started        (once per served cell)
+                               cbs_body_started
+    body.stop()                cbs_body_stopping
+                               -- subscriptions drain --
+                               cbs_cell_stopped        (once per served cell)
+                               -- transport closes --
+                               cbs_body_stopped
+
+No hook is ``firstresult`` and none is a wrapper: every implementation runs and
+results are ignored unless a spec says otherwise. Lifecycle notifications may be
+``async def``; the body awaits them in turn (last registered first, as pluggy
+orders them). Registration hooks must be plain functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from cbs.contracts import Cell
+    from cbs.kernel.body import Body
+    from cbs.kernel.config import Config
+    from cbs.kernel.registries import (
+        CellRegistry,
+        CommandRegistry,
+        MiddlewareRegistry,
+        OptionRegistry,
+        TransportRegistry,
+    )
+
+hookspec = pluggy.HookspecMarker("cbs")
+
+# --- registration ----------------------------------------------------------------
+
+
+@hookspec
+def cbs_add_options(options: OptionRegistry) -> None:
+    """Declare configuration options (each one also a CLI flag and an env var).
+
+    Called once per body, while it is built, before the command line is parsed.
+    ``options.add(name, help=..., default=..., env=..., flag=...)``; values are
+    read back from ``body.config[name]``. Returns nothing. Plain function only.
+    """
+
+
+@hookspec
+def cbs_add_commands(commands: CommandRegistry) -> None:
+    """Add ``cbs`` subcommands.
+
+    Called once per body, while it is built. ``commands.add(name, help=...,
+    configure=..., run=...)``: ``configure(parser)`` adds arguments to an
+    ``argparse`` subparser; ``run(body, args)`` returns an exit code or an
+    awaitable of one. Returns nothing. Plain function only.
+    """
+
+
+# --- bus -----------------------------------------------------------------------------
+
+
+@hookspec
+def cbs_register_transports(transports: TransportRegistry) -> None:
+    """Offer transports (implementations of ``cbs.contracts.Bus``) by name.
+
+    Called once per body, while it is built. ``transports.add(name, factory,
+    priority=...)`` where ``factory(config)`` returns a ``Bus``. The body uses
+    the transport named by the ``transport`` option, or else the registered
+    one with the highest priority. Returns nothing. Plain function only.
+    """
+
+
+@hookspec
+def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config) -> None:
+    """Add client-side and server-side middleware factories.
+
+    Called once per body, at its first start. ``middleware.add_client(name,
+    factory, order=...)`` where ``factory(target, next)`` returns a handler
+    wrapping ``next`` for requests sent to ``target``;
+    ``middleware.add_server(name, factory, order=...)`` likewise for requests a
+    served endpoint receives. The kernel composes each chain once per endpoint
+    (lower ``order`` wraps outside). ``config`` holds the resolved options.
+    Returns nothing. Plain function only.
+    """
+
+
+# --- cells ---------------------------------------------------------------------------
+
+
+@hookspec
+def cbs_register_cells(cells: CellRegistry, config: Config) -> None:
+    """Offer cells this plugin provides.
+
+    Called once per body, at its first start or listing of cells.
+    ``cells.add(cell)``; the body serves all of them or those selected by id.
+    ``config`` holds the resolved options. Returns nothing. Plain function only.
+    """
+
+
+@hookspec
+def cbs_cell_started(body: Body, cell: Cell) -> None:
+    """Notification: ``cell`` has started and its endpoints are served.
+
+    Called once per served cell at each start, after the transport connected.
+    May be ``async def``. Returns nothing.
+    """
+
+
+@hookspec
+def cbs_cell_stopped(body: Body, cell: Cell) -> None:
+    """Notification: ``cell`` no longer receives requests and has stopped.
+
+    Called once per served cell at each stop, before the transport closes.
+    May be ``async def``. Returns nothing.
+    """
+
+
+# --- lifecycle -----------------------------------------------------------------------
+
+
+@hookspec
+def cbs_body_starting(body: Body) -> None:
+    """Notification: ``body.start()`` began; the transport is not connected yet.
+
+    Called once per start. May be ``async def``. Returns nothing. An exception
+    aborts the start.
+    """
+
+
+@hookspec
+def cbs_body_started(body: Body) -> None:
+    """Notification: the transport is connected and every cell is served.
+
+    Called once per start. May be ``async def``. Returns nothing.
+    """
+
+
+@hookspec
+def cbs_body_stopping(body: Body) -> None:
+    """Notification: ``body.stop()`` began; requests are still served.
+
+    Called once per stop, before subscriptions drain. May be ``async def``.
+    Returns nothing.
+    """
+
+
+@hookspec
+def cbs_body_stopped(body: Body) -> None:
+    """Notification: the body has stopped and its transport is closed.
+
+    Called once per stop. May be ``async def``. Returns nothing. Exceptions are
+    logged, not raised, so that every plugin gets to clean up.
+    """

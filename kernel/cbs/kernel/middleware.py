@@ -1,0 +1,223 @@
+"""Per-message paths, composed once per endpoint at start-up.
+
+Client side (``Body.request``)::
+
+    [client middleware ...] -> encode -> bus.request -> decode -> raise on error
+
+Server side (what a bus delivers)::
+
+    decode -> [server middleware ...] -> schema check -> cell handler -> reply
+    -> encode;  any exception becomes an error reply (tracebacks only in the log)
+
+A client handler takes ``(request, headers, timeout)`` and returns the reply
+envelope of a *successful* reply; failures are raised as ``CbsError``. A server
+handler takes ``(request, headers)`` and returns the reply envelope, or raises.
+``headers`` on the client side is a fresh dict middleware may add to.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import orjson
+
+from cbs.contracts import (
+    BadRequest,
+    Bus,
+    Cell,
+    CbsError,
+    Endpoint,
+    Envelope,
+    Internal,
+    RawHandler,
+    codec,
+)
+from cbs.contracts.envelope import UUID4_RE
+
+__all__ = [
+    "ClientHandler",
+    "ServerHandler",
+    "ClientMiddleware",
+    "ServerMiddleware",
+    "Target",
+    "Served",
+    "Request",
+    "current_request",
+    "compose",
+    "client_chain",
+    "server_endpoint",
+]
+
+log = logging.getLogger("cbs.kernel")
+
+ClientHandler = Callable[[Envelope, dict[str, str], float], Awaitable[Envelope]]
+ServerHandler = Callable[[Envelope, Mapping[str, str]], Awaitable[Envelope]]
+
+
+@attrs.frozen
+class Target:
+    """Where a client chain sends: a verb of a service, and its endpoint when
+    the cell is installed in this process (so its flags are known)."""
+
+    service: str
+    verb: str
+    endpoint: Endpoint | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"cbs.{self.service}.{self.verb}"
+
+
+@attrs.frozen
+class Served:
+    """An endpoint this body serves."""
+
+    cell: Cell
+    endpoint: Endpoint
+
+    @property
+    def subject(self) -> str:
+        return f"cbs.{self.cell.service}.{self.endpoint.verb}"
+
+    @property
+    def queue_group(self) -> str:
+        return self.cell.service
+
+
+ClientMiddleware = Callable[[Target, ClientHandler], ClientHandler]
+ServerMiddleware = Callable[[Served, ServerHandler], ServerHandler]
+
+
+@attrs.frozen
+class Request:
+    """The request being handled, for handlers that need more than the payload."""
+
+    envelope: Envelope
+    headers: Mapping[str, str]
+
+
+_current: contextvars.ContextVar[Request] = contextvars.ContextVar("cbs_request")
+
+
+def current_request() -> Request:
+    """The request the calling handler is serving (``LookupError`` outside one)."""
+    return _current.get()
+
+
+def compose(factories: Sequence[Callable[[Any, Any], Any]], target: Any, inner: Any) -> Any:
+    """``f1(target, f2(target, ... inner))``: the first factory wraps outside."""
+    handler = inner
+    for factory in reversed(factories):
+        handler = factory(target, handler)
+    return handler
+
+
+def client_chain(
+    bus: Bus, target: Target, factories: Sequence[ClientMiddleware]
+) -> ClientHandler:
+    """The composed client path for one target."""
+    subject = target.subject
+    bus_request = bus.request
+    encode = codec.encode
+    decode = codec.decode
+
+    async def send(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
+        data = await bus_request(subject, encode(request), timeout=timeout, headers=headers or None)
+        try:
+            reply = decode(data)
+        except BadRequest:
+            raise Internal("Malformed reply") from None
+        if reply.id != request.id:
+            raise Internal("Reply does not match the request")
+        if reply.error is not None:
+            raise CbsError.from_wire(reply.error)
+        return reply
+
+    handler: ClientHandler = compose(factories, target, send)
+    return handler
+
+
+def _salvage(data: bytes, served: Served) -> Envelope | None:
+    """A request-shaped envelope to address an error reply to, from bytes that
+    failed to decode, when they hold a usable id (else ``None``)."""
+    try:
+        obj = orjson.loads(data)
+        ident = obj["id"] if isinstance(obj, dict) else None
+    except (orjson.JSONDecodeError, KeyError):
+        return None
+    if not isinstance(ident, str) or UUID4_RE.fullmatch(ident) is None:
+        return None
+    return Envelope(
+        id=ident,
+        service=served.cell.service,
+        verb=served.endpoint.verb,
+        schema=served.endpoint.schema,
+        payload={},
+    )
+
+
+def server_endpoint(served: Served, factories: Sequence[ServerMiddleware]) -> RawHandler:
+    """The composed server path for one endpoint, as a bus ``RawHandler``."""
+    cell, endpoint = served.cell, served.endpoint
+    service, verb = cell.service, endpoint.verb
+    accepts = frozenset((endpoint.schema, *endpoint.also_accepts))
+    reply_schema = endpoint.reply_schema
+    error_schema = cell.error_schema
+    call_cell = endpoint.handler
+    encode = codec.encode
+
+    async def invoke(request: Envelope, headers: Mapping[str, str]) -> Envelope:
+        if request.schema not in accepts:
+            raise BadRequest(
+                f"Unsupported schema '{request.schema}'",
+                details={"field": "schema", "accepts": sorted(accepts)},
+            )
+        token = _current.set(Request(request, headers))
+        try:
+            result = await call_cell(request.payload)  # type: ignore[arg-type]
+        finally:
+            _current.reset(token)
+        if not isinstance(result, Mapping):
+            log.error("cell %s verb %s returned %s, not a mapping", cell.id, verb, type(result))
+            raise Internal()
+        return request.reply(result, schema=reply_schema)
+
+    chain: ServerHandler = compose(factories, served, invoke)
+
+    def fail(request: Envelope, exc: BaseException) -> bytes:
+        if isinstance(exc, CbsError):
+            error = exc
+        else:
+            log.error(
+                "cell %s failed on %s (envelope id %s)",
+                cell.id,
+                served.subject,
+                request.id,
+                exc_info=exc,
+            )
+            error = Internal()
+        return encode(request.error_reply(error, schema=error_schema))
+
+    async def handle(data: bytes, headers: Mapping[str, str] | None) -> bytes:
+        try:
+            request = codec.decode(data)
+            if request.service != service or request.verb != verb:
+                raise BadRequest("Envelope service and verb do not match the subject")
+            if request.payload is None:
+                raise BadRequest("A request must carry a payload")
+        except BadRequest as exc:
+            addressed = _salvage(data, served) or Envelope.request(
+                service, verb, {}, schema=endpoint.schema
+            )
+            return encode(addressed.error_reply(exc, schema=error_schema))
+        try:
+            reply = await chain(request, headers or {})
+            return encode(reply)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+            return fail(request, exc)
+
+    return handle

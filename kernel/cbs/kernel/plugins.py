@@ -1,0 +1,156 @@
+"""Finding and loading plugins: built-ins first, then entry points of group ``cbs``.
+
+Loading happens when a body is built, never at import. Switches, in the
+tradition of pytest's ``-p``:
+
+* ``CBS_DISABLE_PLUGIN_AUTOLOAD=1`` / ``--disable-plugin-autoload``: load no
+  entry-point plugin unless named;
+* ``CBS_PLUGINS="a,b"`` / ``-p a -p b``: an allow list; when given, only these
+  entry-point plugins load;
+* ``CBS_PLUGINS="no:a"`` / ``-p no:a``: a block list; also blocks built-ins.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import types
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import pluggy
+
+from cbs.kernel import hookspecs
+from cbs.kernel.errors import PluginError
+
+__all__ = ["BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "PluginInfo", "Selection", "load_plugins"]
+
+ENTRY_POINT_GROUP = "cbs"
+
+#: Built-in plugins, registered like any other (short name -> module).
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("local", "cbs.kernel.local"),
+    ("core", "cbs.kernel.commands"),
+)
+
+hookimpl = pluggy.HookimplMarker("cbs")
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``cbs plugins`` shows about one loaded plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    builtin: bool
+
+
+@attrs.frozen
+class Selection:
+    """Which plugins to load. ``allow`` of ``None`` means all."""
+
+    autoload: bool = True
+    allow: frozenset[str] | None = None
+    block: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[str], *, autoload: bool | None = None) -> Selection:
+        """Build from ``-p``-style specs (``name`` or ``no:name``) plus the
+        ``CBS_PLUGINS`` and ``CBS_DISABLE_PLUGIN_AUTOLOAD`` environment variables."""
+        env_specs = [s.strip() for s in os.environ.get("CBS_PLUGINS", "").split(",")]
+        allow: set[str] = set()
+        block: set[str] = set()
+        for spec in [*env_specs, *specs]:
+            if not spec:
+                continue
+            if spec.startswith("no:"):
+                block.add(spec[3:])
+            else:
+                allow.add(spec)
+        if autoload is None:
+            autoload = os.environ.get("CBS_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
+        return cls(autoload, frozenset(allow) if allow or not autoload else None, frozenset(block))
+
+
+def _distribution_version(name: str) -> str:
+    import importlib_metadata
+
+    try:
+        return importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _check_markers(name: str, plugin: Any) -> None:
+    """Hooks are recognised by their marker, so an unmarked ``cbs_*`` function
+    would silently do nothing: refuse it instead."""
+    for attr in dir(plugin):
+        if attr.startswith("cbs_") and callable(getattr(plugin, attr)):
+            if not hasattr(getattr(plugin, attr), "cbs_impl"):
+                raise PluginError(f"plugin '{name}': {attr} lacks the @hookimpl marker")
+
+
+def _register(pm: pluggy.PluginManager, name: str, plugin: Any) -> None:
+    _check_markers(name, plugin)
+    try:
+        pm.register(plugin, name=name)
+    except ValueError as exc:
+        raise PluginError(f"plugin '{name}' cannot be registered: {exc}") from exc
+
+
+def load_plugins(
+    selection: Selection, extra: Sequence[Any] = ()
+) -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
+    """A plugin manager with the built-ins, the selected entry-point plugins and
+    ``extra`` (modules or objects, e.g. from tests) registered and checked."""
+    import importlib_metadata
+
+    pm = pluggy.PluginManager("cbs")
+    pm.add_hookspecs(hookspecs)
+    infos: dict[str, PluginInfo] = {}
+    core_version = _distribution_version("cbs")
+
+    for name, module_name in BUILTIN_PLUGINS:
+        if name in selection.block:
+            continue
+        _register(pm, name, importlib.import_module(module_name))
+        infos[name] = PluginInfo(name, "cbs", core_version, module_name, True)
+
+    wanted = selection.allow
+    if selection.autoload or wanted:
+        for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in selection.block or ep.name in infos:
+                continue
+            if wanted is not None and ep.name not in wanted:
+                continue
+            dist = ep.dist.name if ep.dist is not None else "unknown"
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else ""
+                raise PluginError(
+                    f"plugin '{ep.name}' (distribution {dist}) failed to load:"
+                    f" {type(exc).__name__}: {reason}"
+                ) from exc
+            _register(pm, ep.name, plugin)
+            version = ep.dist.version if ep.dist is not None else "unknown"
+            infos[ep.name] = PluginInfo(ep.name, dist, version, ep.value, False)
+        missing = sorted((wanted or set()) - set(infos))
+        if missing:
+            raise PluginError(f"plugin '{missing[0]}' is not installed (allow list)")
+
+    for plugin in extra:
+        name = plugin.__name__ if isinstance(plugin, types.ModuleType) else None
+        name = name or getattr(plugin, "name", None) or type(plugin).__name__
+        _register(pm, name, plugin)
+        module = plugin.__name__ if isinstance(plugin, types.ModuleType) else type(plugin).__module__
+        infos[name] = PluginInfo(name, "(given)", "", module, False)
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin '{exc.plugin_name}': {str(exc).splitlines()[0]}") from exc
+    return pm, infos
