@@ -29,7 +29,6 @@ import math
 from typing import Any
 
 import orjson
-
 from cbs.contracts.envelope import Envelope
 from cbs.contracts.errors import BadRequest, Internal
 
@@ -57,9 +56,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
-_STRICT_DECODER = json.JSONDecoder(
-    object_pairs_hook=_unique_pairs, parse_constant=_reject_constant
-)
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_reject_constant)
 
 
 def _depth(value: Any, limit: int) -> int:

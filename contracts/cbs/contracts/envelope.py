@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-
 from cbs.contracts.errors import ERROR_CODES, BadRequest, CbsError
 
 __all__ = [

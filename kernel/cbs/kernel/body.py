@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pluggy
-
 from cbs.contracts import Bus, Cell, Envelope, Subscription, Unavailable, codec
 from cbs.contracts.envelope import check_name
 from cbs.kernel.config import Config, resolve
@@ -96,8 +95,9 @@ class Body:
             except (PluginError, ConfigError):
                 raise
             except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
                 raise PluginError(
-                    f"plugin '{impl.plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}"
+                    f"plugin '{impl.plugin_name}' failed in {hook_name}: {reason}"
                 ) from exc
         registry.plugin = ""
 
@@ -169,7 +169,7 @@ class Body:
         selected = self._select(serve)
         factory = self.transports.get(self.transport_name())
         assert factory is not None
-        self.middleware  # collected before anything connects: plugin errors come first
+        _ = self.middleware  # collected before connecting, so plugin errors come first
         self._chains.clear()
         self.state = "starting"
         try:

@@ -27,16 +27,33 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_global(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--debug", action="store_true", default=default or False,
-                        help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", default=default or False,
-                        help="log only warnings and errors")
-    parser.add_argument("-p", dest="plugin_specs", action="append", metavar="NAME",
-                        default=default or [],
-                        help="load only the named plugins (repeat); 'no:NAME' blocks one")
-    parser.add_argument("--disable-plugin-autoload", action="store_true",
-                        default=default or False,
-                        help="load no entry-point plugin unless named with -p")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default or False,
+        help="show tracebacks and debug logs",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default or False,
+        help="log only warnings and errors",
+    )
+    parser.add_argument(
+        "-p",
+        dest="plugin_specs",
+        action="append",
+        metavar="NAME",
+        default=default or [],
+        help="load only the named plugins (repeat); 'no:NAME' blocks one",
+    )
+    parser.add_argument(
+        "--disable-plugin-autoload",
+        action="store_true",
+        default=default or False,
+        help="load no entry-point plugin unless named with -p",
+    )
 
 
 def _pre_parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -51,8 +68,7 @@ def _build_parser(body: Any) -> argparse.ArgumentParser:
     _add_global(parser, suppress=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for entry in body.commands:
-        sub = subparsers.add_parser(entry.name, help=entry.item.help,
-                                    description=entry.item.help)
+        sub = subparsers.add_parser(entry.name, help=entry.item.help, description=entry.item.help)
         sub.error = parser.error  # type: ignore[method-assign]
         _add_global(sub, suppress=True)
         group = sub.add_argument_group("options from plugins")
@@ -99,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         body.configure({name: getattr(args, name, None) for name in body.options.names()})
-        result = body.commands.get(args.command).item.run(body, args)
+        command = body.commands.get(args.command)
+        assert command is not None
+        result = command.item.run(body, args)
         if inspect.isawaitable(result):
             result = asyncio.run(_run_async(body, result))
         return int(result or 0)
@@ -118,8 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if pre.debug:
             raise
-        print(f"cbs: error: {type(exc).__name__}: {exc} (--debug shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"cbs: error: {type(exc).__name__}: {exc} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

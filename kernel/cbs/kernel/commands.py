@@ -103,8 +103,10 @@ async def _run(body: Body, args: argparse.Namespace) -> int:
     ids = ", ".join(c.id for c in body.served_cells) or "none"
     log.info("serving cells %s on the %s transport; Ctrl-C to stop", ids, body.bus.name)
     if not body.bus.shared:
-        log.warning("the %s bus is private to this process: nothing else can call these cells",
-                    body.bus.name)
+        log.warning(
+            "the %s bus is private to this process: nothing else can call these cells",
+            body.bus.name,
+        )
     await body.run_until_signal()
     return 0
 
@@ -114,8 +116,13 @@ async def _run(body: Body, args: argparse.Namespace) -> int:
 
 def _configure_call(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="SERVICE.VERB", help="e.g. greeter.say_hello")
-    parser.add_argument("payload", nargs="?", default="{}", metavar="JSON",
-                        help="request payload, a JSON object (default: {})")
+    parser.add_argument(
+        "payload",
+        nargs="?",
+        default="{}",
+        metavar="JSON",
+        help="request payload, a JSON object (default: {})",
+    )
     parser.add_argument("--schema", help="request schema (default: the cell's, if installed)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="reply deadline")
 
@@ -136,9 +143,7 @@ async def _call(body: Body, args: argparse.Namespace) -> int:
         assert body.bus is not None
         if not body.bus.shared:
             await body.serve(True)  # nothing else can reach this bus: serve here
-        reply = await body.request(
-            service, verb, payload, schema=args.schema, timeout=args.timeout
-        )
+        reply = await body.request(service, verb, payload, schema=args.schema, timeout=args.timeout)
     finally:
         await body.stop()
     print(json.dumps(reply, ensure_ascii=False))
@@ -166,15 +171,17 @@ def plugins_report(body: Body) -> list[dict[str, Any]]:
             "options": body.options.by_plugin(info.name),
             "commands": body.commands.by_plugin(info.name),
         }
-        report.append({
-            "name": info.name,
-            "distribution": info.distribution,
-            "version": info.version,
-            "module": info.module,
-            "builtin": info.builtin,
-            "hooks": hooks,
-            "registered": {k: v for k, v in registered.items() if v},
-        })
+        report.append(
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "module": info.module,
+                "builtin": info.builtin,
+                "hooks": hooks,
+                "registered": {k: v for k, v in registered.items() if v},
+            }
+        )
     return report
 
 
@@ -197,17 +204,19 @@ def cells_report(body: Body) -> list[dict[str, Any]]:
     for entry in body.cells:
         cell = entry.item
         manifest = cell.manifest()
-        report.append({
-            "id": cell.id,
-            "name": manifest["name"],
-            "category": cell.category,
-            "version": cell.version,
-            "service": cell.service,
-            "subjects": [s["subject"] for s in manifest["interface"]["serves"]],
-            "schemas": [s["schema"] for s in manifest["interface"]["serves"]],
-            "plugin": entry.plugin,
-            "purpose": manifest["purpose"],
-        })
+        report.append(
+            {
+                "id": cell.id,
+                "name": manifest["name"],
+                "category": cell.category,
+                "version": cell.version,
+                "service": cell.service,
+                "subjects": [s["subject"] for s in manifest["interface"]["serves"]],
+                "schemas": [s["schema"] for s in manifest["interface"]["serves"]],
+                "plugin": entry.plugin,
+                "purpose": manifest["purpose"],
+            }
+        )
     return report
 
 
@@ -219,19 +228,34 @@ def _cells(body: Body, args: argparse.Namespace) -> int:
     if not report:
         print("no cells installed (try: pip install cbs-greeter)", file=sys.stderr)
     for c in report:
-        print(f"{c['id']:<16} {c['category']:<6} {c['version']:<8} {' '.join(c['subjects'])}"
-              f"  [{c['plugin']}]")
+        print(
+            f"{c['id']:<16} {c['category']:<6} {c['version']:<8} {' '.join(c['subjects'])}"
+            f"  [{c['plugin']}]"
+        )
     return 0
 
 
 @hookimpl
 def cbs_add_commands(commands: CommandRegistry) -> None:
-    commands.add("demo", help="run the greeting flow: prompt_name -> greet -> print_greeting",
-                 run=_demo, configure=_configure_demo)
-    commands.add("run", help="serve installed cells until SIGINT/SIGTERM",
-                 run=_run, configure=_configure_run)
-    commands.add("call", help="send one request and print the reply payload",
-                 run=_call, configure=_configure_call)
-    commands.add("plugins", help="list installed plugins and what they register",
-                 run=_plugins, configure=_configure_json)
+    commands.add(
+        "demo",
+        help="run the greeting flow: prompt_name -> greet -> print_greeting",
+        run=_demo,
+        configure=_configure_demo,
+    )
+    commands.add(
+        "run", help="serve installed cells until SIGINT/SIGTERM", run=_run, configure=_configure_run
+    )
+    commands.add(
+        "call",
+        help="send one request and print the reply payload",
+        run=_call,
+        configure=_configure_call,
+    )
+    commands.add(
+        "plugins",
+        help="list installed plugins and what they register",
+        run=_plugins,
+        configure=_configure_json,
+    )
     commands.add("cells", help="list installed cells", run=_cells, configure=_configure_json)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
-
 from cbs.kernel.errors import ConfigError
 
 __all__ = ["Option", "Config", "resolve"]

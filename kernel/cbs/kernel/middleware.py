@@ -24,12 +24,11 @@ from typing import Any
 
 import attrs
 import orjson
-
 from cbs.contracts import (
     BadRequest,
     Bus,
-    Cell,
     CbsError,
+    Cell,
     Endpoint,
     Envelope,
     Internal,
@@ -116,9 +115,7 @@ def compose(factories: Sequence[Callable[[Any, Any], Any]], target: Any, inner: 
     return handler
 
 
-def client_chain(
-    bus: Bus, target: Target, factories: Sequence[ClientMiddleware]
-) -> ClientHandler:
+def client_chain(bus: Bus, target: Target, factories: Sequence[ClientMiddleware]) -> ClientHandler:
     """The composed client path for one target."""
     subject = target.subject
     bus_request = bus.request
@@ -217,7 +214,7 @@ def server_endpoint(served: Served, factories: Sequence[ServerMiddleware]) -> Ra
         try:
             reply = await chain(request, headers or {})
             return encode(reply)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+        except Exception as exc:
             return fail(request, exc)
 
     return handle

@@ -20,7 +20,6 @@ from typing import Any
 
 import attrs
 import pluggy
-
 from cbs.kernel import hookspecs
 from cbs.kernel.errors import PluginError
 
@@ -88,9 +87,9 @@ def _check_markers(name: str, plugin: Any) -> None:
     """Hooks are recognised by their marker, so an unmarked ``cbs_*`` function
     would silently do nothing: refuse it instead."""
     for attr in dir(plugin):
-        if attr.startswith("cbs_") and callable(getattr(plugin, attr)):
-            if not hasattr(getattr(plugin, attr), "cbs_impl"):
-                raise PluginError(f"plugin '{name}': {attr} lacks the @hookimpl marker")
+        value = getattr(plugin, attr)
+        if attr.startswith("cbs_") and callable(value) and not hasattr(value, "cbs_impl"):
+            raise PluginError(f"plugin '{name}': {attr} lacks the @hookimpl marker")
 
 
 def _register(pm: pluggy.PluginManager, name: str, plugin: Any) -> None:
@@ -143,14 +142,16 @@ def load_plugins(
             raise PluginError(f"plugin '{missing[0]}' is not installed (allow list)")
 
     for plugin in extra:
-        name = plugin.__name__ if isinstance(plugin, types.ModuleType) else None
-        name = name or getattr(plugin, "name", None) or type(plugin).__name__
+        if isinstance(plugin, types.ModuleType):
+            name = module = plugin.__name__
+        else:
+            name = str(getattr(plugin, "name", None) or type(plugin).__name__)
+            module = type(plugin).__module__
         _register(pm, name, plugin)
-        module = plugin.__name__ if isinstance(plugin, types.ModuleType) else type(plugin).__module__
         infos[name] = PluginInfo(name, "(given)", "", module, False)
 
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{exc.plugin_name}': {str(exc).splitlines()[0]}") from exc
+        raise PluginError(f"plugin check failed: {str(exc).splitlines()[0]}") from exc
     return pm, infos

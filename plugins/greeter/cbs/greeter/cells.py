@@ -37,7 +37,8 @@ def _required_text(payload: dict[str, Any], field: str) -> str:
         )
     if not value.strip():
         raise BadRequest(
-            f"Field '{field}' must not be empty", details={"field": field, "constraint": "minLength"}
+            f"Field '{field}' must not be empty",
+            details={"field": field, "constraint": "minLength"},
         )
     return value
 
@@ -69,8 +70,9 @@ def make_prompt_name(read_line: Callable[[str], str | None] = _stdin_line) -> Ce
     def read(payload: dict[str, Any]) -> dict[str, Any]:
         prompt = payload.get("prompt", "What is your name? ")
         if not isinstance(prompt, str):
-            raise BadRequest("Field 'prompt' must be a string",
-                             details={"field": "prompt", "constraint": "type"})
+            raise BadRequest(
+                "Field 'prompt' must be a string", details={"field": "prompt", "constraint": "type"}
+            )
         line = read_line(prompt)
         if line is None or not line.strip():
             raise BadRequest("No name was entered", details={"field": "name"})
@@ -91,8 +93,7 @@ def make_greet() -> Cell:
         error_schema=ERROR_SCHEMA,
     )
 
-    @cell.verb("say_hello", schema="demo/v1/Name", reply_schema="demo/v1/Greeting",
-               idempotent=True)
+    @cell.verb("say_hello", schema="demo/v1/Name", reply_schema="demo/v1/Greeting", idempotent=True)
     async def say_hello(payload: dict[str, Any]) -> dict[str, Any]:
         return {"message": f"Hello {_required_text(payload, 'name')}!"}
 
