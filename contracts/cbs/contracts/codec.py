@@ -29,6 +29,7 @@ import math
 from typing import Any
 
 import orjson
+
 from cbs.contracts.envelope import Envelope
 from cbs.contracts.errors import BadRequest, Internal
 

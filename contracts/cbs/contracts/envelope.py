@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+
 from cbs.contracts.errors import ERROR_CODES, BadRequest, CbsError
 
 __all__ = [
@@ -75,7 +76,8 @@ def _check_error(error: object) -> None:
     extra = error.keys() - {"code", "message", "details"}
     if extra:
         raise _bad("error", "additional", "Field 'error' has unknown members")
-    if error.get("code") not in ERROR_CODES:
+    code = error.get("code")
+    if not isinstance(code, str) or code not in ERROR_CODES:
         raise _bad("error.code", "enum", "Field 'error.code' is not a known error code")
     if not isinstance(error.get("message"), str):
         raise _bad("error.message", "required", "Field 'error.message' must be a string")

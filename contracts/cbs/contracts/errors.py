@@ -32,7 +32,7 @@ class CbsError(Exception):
         self, message: str | None = None, *, details: Mapping[str, Any] | None = None
     ) -> None:
         self.message = message if message is not None else self.default_message
-        self.details: dict[str, Any] | None = dict(details) if details else None
+        self.details: dict[str, Any] | None = None if details is None else dict(details)
         super().__init__(self.message)
 
     def __str__(self) -> str:

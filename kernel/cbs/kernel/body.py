@@ -6,10 +6,11 @@ import asyncio
 import inspect
 import logging
 import signal
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pluggy
+
 from cbs.contracts import Bus, Cell, Envelope, Subscription, Unavailable, codec
 from cbs.contracts.envelope import check_name
 from cbs.kernel.config import Config, resolve
@@ -87,7 +88,7 @@ class Body:
         pm = self.plugin_manager
         hook = getattr(pm.hook, hook_name)
         everyone = pm.get_plugins()
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():  # registration order: built-ins first
             registry.plugin = impl.plugin_name
             others = [p for p in everyone if p is not impl.plugin]
             try:
@@ -256,14 +257,17 @@ class Body:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def run_until_signal(self) -> None:
-        """Wait for SIGINT or SIGTERM, then :meth:`stop` (drain first)."""
+    async def run_until_signal(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Wait for SIGINT or SIGTERM, then :meth:`stop` (drain first).
+        ``on_ready`` runs once the signal handlers are in place."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         sigs = (signal.SIGINT, signal.SIGTERM)
         for sig in sigs:
             loop.add_signal_handler(sig, stop.set)
         try:
+            if on_ready is not None:
+                on_ready()
             await stop.wait()
             log.info("signal received: draining")
         finally:

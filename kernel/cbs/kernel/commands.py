@@ -99,15 +99,18 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
 
 async def _run(body: Body, args: argparse.Namespace) -> int:
     await body.start(serve=args.cells or True)
-    assert body.bus is not None
-    ids = ", ".join(c.id for c in body.served_cells) or "none"
-    log.info("serving cells %s on the %s transport; Ctrl-C to stop", ids, body.bus.name)
-    if not body.bus.shared:
-        log.warning(
-            "the %s bus is private to this process: nothing else can call these cells",
-            body.bus.name,
-        )
-    await body.run_until_signal()
+    bus = body.bus
+    assert bus is not None
+
+    def ready() -> None:
+        ids = ", ".join(c.id for c in body.served_cells) or "none"
+        log.info("serving cells %s on the %s transport; Ctrl-C to stop", ids, bus.name)
+        if not bus.shared:
+            log.warning(
+                "the %s bus is private to this process: nothing else can call these cells", bus.name
+            )
+
+    await body.run_until_signal(on_ready=ready)
     return 0
 
 

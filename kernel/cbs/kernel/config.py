@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
+
 from cbs.kernel.errors import ConfigError
 
 __all__ = ["Option", "Config", "resolve"]

@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 import orjson
+
 from cbs.contracts import (
     BadRequest,
     Bus,

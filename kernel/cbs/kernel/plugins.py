@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 import pluggy
+
 from cbs.kernel import hookspecs
 from cbs.kernel.errors import PluginError
 

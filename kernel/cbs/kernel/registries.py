@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
+
 from cbs.contracts import Bus, Cell, subject_for
 from cbs.contracts.envelope import NAME_RE
 from cbs.kernel.config import Config, Option

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+
 from cbs.contracts import CbsError, Cell, Envelope, codec
 from cbs.kernel.body import Body
 from cbs.kernel.middleware import Served, ServerMiddleware, server_endpoint

@@ -1,0 +1,144 @@
+"""Integration: the ``cbs`` command line, run as a user would, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+# Only the plugins of this repository: a developer's other installed plugins
+# must not change what these tests see.
+ENV = {**os.environ, "CBS_PLUGINS": "greeter", "CBS_TRANSPORT": "local"}
+ENV.pop("CBS_DISABLE_PLUGIN_AUTOLOAD", None)
+
+
+def cbs(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "cbs.kernel.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env or ENV,
+    )
+
+
+def test_demo_prints_exactly_the_greeting() -> None:
+    result = cbs("demo", "--name", "Ada")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello Ada!\n"
+
+
+def test_demo_reads_the_name_from_stdin() -> None:
+    result = cbs("demo", stdin="Grace Hopper\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello Grace Hopper!\n"
+
+
+def test_demo_with_no_name_fails_with_one_line() -> None:
+    result = cbs("demo", stdin="")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("BadRequest: ")
+
+
+def test_call_prints_the_reply_payload() -> None:
+    result = cbs("call", "greeter.say_hello", '{"name": "Ada"}')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == '{"message": "Hello Ada!"}\n'
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "first_word"),
+    [
+        (("call", "greeter.say_hello", "{}"), 1, "BadRequest:"),
+        (("call", "nope.nothing", "{}"), 1, "NotFound:"),
+        (("call", "greeter.say_hello", "{not json"), 2, "cbs:"),
+        (("call", "greeter.say_hello", "[1]"), 2, "cbs:"),
+        (("call", "greeter", "{}"), 2, "cbs:"),
+        (("call", "Bad.Name", "{}"), 1, "BadRequest:"),
+        (("run", "--cells", "nope"), 2, "cbs:"),
+        (("call", "greeter.say_hello", "--transport", "carrier_pigeon"), 2, "cbs:"),
+        (("call", "greeter.say_hello", "--request-timeout", "soon"), 2, "cbs:"),
+        (("frobnicate",), 2, "cbs:"),
+    ],
+)
+def test_user_errors_are_one_line_and_non_zero(
+    args: tuple[str, ...], code: int, first_word: str
+) -> None:
+    result = cbs(*args)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(first_word)
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = cbs("--debug", "call", "nope.nothing", "{}")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_plugins_json_lists_builtins_and_greeter() -> None:
+    result = cbs("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert plugins["local"]["distribution"] == "cbs"
+    assert plugins["local"]["registered"]["transports"] == ["local"]
+    assert plugins["greeter"]["distribution"] == "cbs-greeter"
+    assert plugins["greeter"]["hooks"] == ["cbs_register_cells"]
+    assert plugins["greeter"]["registered"]["cells"] == ["prompt_name", "greet", "print_greeting"]
+
+
+def test_cells_json_lists_the_three_demo_cells() -> None:
+    result = cbs("cells", "--json")
+    assert result.returncode == 0, result.stderr
+    cells = {c["id"]: c for c in json.loads(result.stdout)}
+    assert cells["prompt_name"]["subjects"] == ["cbs.prompt_name.read"]
+    assert cells["greet"]["subjects"] == ["cbs.greeter.say_hello"]
+    assert cells["print_greeting"]["subjects"] == ["cbs.printer.write"]
+    assert cells["greet"]["category"] == "logic"
+    assert cells["greet"]["schemas"] == ["demo/v1/Name"]
+    assert {c["plugin"] for c in cells.values()} == {"greeter"}
+
+
+def test_block_list_and_disabled_autoload() -> None:
+    blocked = cbs("-p", "no:greeter", "cells", "--json", env={**ENV, "CBS_PLUGINS": ""})
+    assert blocked.returncode == 0 and json.loads(blocked.stdout) == []
+    env = {**ENV, "CBS_PLUGINS": "", "CBS_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    off = cbs("plugins", "--json", env=env)
+    assert [p["name"] for p in json.loads(off.stdout)] == ["local", "core"]
+    named = cbs("-p", "greeter", "plugins", "--json", env=env)
+    assert [p["name"] for p in json.loads(named.stdout)] == ["local", "core", "greeter"]
+    missing = cbs("-p", "nothere", "plugins", env=env)
+    assert missing.returncode == 2 and "nothere" in missing.stderr
+
+
+def test_run_serves_until_sigterm_then_exits_zero() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cbs.kernel.cli", "run"],
+        env=ENV,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        line = ""
+        assert proc.stderr is not None
+        while "serving cells" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+        assert "prompt_name, greet, print_greeting" in line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
