@@ -218,6 +218,10 @@ async def test_no_hook_call_per_message(make_body: Any, hook_recorder: Any) -> N
         def cbs_register_middleware(self, middleware: MiddlewareRegistry, config: Config) -> None:
             middleware.add_client("counting", counting_client)
 
+        @hookimpl
+        def cbs_body_stopping(self, body: Body) -> None:
+            pass
+
     body = make_body(greeter_plugin, MiddlewarePlugin())
     await body.start()
     await body.request("greeter", "say_hello", {"name": "warm-up"})

@@ -123,6 +123,7 @@ def test_installed_third_party_plugin_is_discovered_and_served(hello_site: Path)
     hello = next(p for p in json.loads(plugins.stdout) if p["name"] == "hello")
     assert hello["distribution"] == "cbs-hello"
     assert hello["registered"] == {"cells": ["hello"]}
+    assert hello["version"] == "1.0.0"
     cells = json.loads(run_cbs("cells", "--json", pythonpath=hello_site).stdout)
     assert any(c["id"] == "hello" and c["plugin"] == "hello" for c in cells)
     call = run_cbs("call", "hello.hi", '{"who": "you"}', pythonpath=hello_site)
@@ -198,3 +199,11 @@ def test_two_plugins_registering_one_name_conflict() -> None:
 
     with pytest.raises(PluginError, match="already registered by plugin 'core'"):
         Body(plugins=[Dup()], autoload=False)
+
+
+def test_readme_plugin_example_is_the_tested_plugin() -> None:
+    """The README's 'write your own cell plugin' is tests/plugins/hello, verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    hello = ROOT / "tests" / "plugins" / "hello"
+    assert f"# cbs_hello.py\n{(hello / 'cbs_hello.py').read_text()}```" in readme
+    assert f"# setup.cfg\n{(hello / 'setup.cfg').read_text()}```" in readme

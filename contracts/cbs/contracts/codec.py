@@ -117,6 +117,13 @@ def decode(data: bytes | bytearray | memoryview) -> Envelope:
                 f"Missing required field '{field}'",
                 details={"field": field, "constraint": "required"},
             )
+    # The Envelope reads None as "absent"; on the wire null is not an object.
+    for field in ("payload", "error"):
+        if field in obj and obj[field] is None:
+            raise BadRequest(
+                f"Field '{field}' must be an object",
+                details={"field": field, "constraint": "type"},
+            )
     return Envelope(
         id=obj["id"],
         service=obj["service"],
@@ -132,7 +139,7 @@ def _has_non_finite(value: Any) -> bool:
         return not math.isfinite(value)
     if isinstance(value, dict):
         return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return any(_has_non_finite(v) for v in value)
     return False
 

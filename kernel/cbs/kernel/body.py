@@ -123,7 +123,9 @@ class Body:
     def middleware(self) -> MiddlewareRegistry:
         if self._middleware is None:
             mw = MiddlewareRegistry()
-            self._each_plugin("cbs_register_middleware", mw, middleware=mw, config=self.config)
+            self._each_plugin(
+                "cbs_register_middleware", mw, middleware=mw, config=self.config, body=self
+            )
             self._middleware = mw
         return self._middleware
 
@@ -152,15 +154,21 @@ class Body:
     # -- lifecycle --------------------------------------------------------------------
 
     async def _notify(self, hook_name: str, *, swallow: bool = False, **kwargs: Any) -> None:
-        try:
-            results = getattr(self.plugin_manager.hook, hook_name)(**kwargs)
-            for result in results:
-                if inspect.isawaitable(result):
-                    await result
-        except Exception:
-            if not swallow:
-                raise
-            log.exception("a %s hook failed", hook_name)
+        """Run a lifecycle hook one implementation at a time, in pluggy's order
+        (last registered first), awaiting ``async def`` ones before the next.
+        With ``swallow``, a failure is logged and the others still run."""
+        pm = self.plugin_manager
+        everyone = pm.get_plugins()
+        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+            others = [p for p in everyone if p is not impl.plugin]
+            try:
+                for result in pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs):
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception:
+                if not swallow:
+                    raise
+                log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
 
     async def start(self, *, serve: bool | Iterable[str] = True) -> None:
         """Connect the transport and serve cells: all installed ones (``True``),
@@ -312,7 +320,7 @@ class Body:
         entry = self._chains.get((service, verb)) or self._chain(service, verb)
         request = Envelope.request(service, verb, payload, schema=schema or entry[1])
         reply = await entry[0](
-            request, dict(headers) if headers else {}, timeout if timeout else self._timeout
+            request, dict(headers) if headers else {}, self._timeout if timeout is None else timeout
         )
         assert reply.payload is not None
         return reply.payload
@@ -326,7 +334,8 @@ class Body:
         schema: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Send a request nobody answers back (fire and forget)."""
+        """Send a request nobody answers back (fire and forget). Client
+        middleware does not run: it is made for request/reply."""
         if self.bus is None:
             raise Unavailable("Body is not started")
         entry = self._chains.get((service, verb)) or self._chain(service, verb)

@@ -223,18 +223,22 @@ def cells_report(body: Body) -> list[dict[str, Any]]:
     return report
 
 
-def _cells(body: Body, args: argparse.Namespace) -> int:
-    report = cells_report(body)
+async def _cells(body: Body, args: argparse.Namespace) -> int:
+    transport = body.transports.get(body.transport_name())
+    found = None
+    if transport is not None and transport.item.discover is not None:
+        found = await transport.item.discover(body.config)
+    report = cells_report(body) if found is None else found
     if args.json:
         _print_json(report)
         return 0
     if not report:
-        print("no cells installed (try: pip install cbs-greeter)", file=sys.stderr)
+        print("no cells found (try: pip install cbs-greeter)", file=sys.stderr)
     for c in report:
-        print(
-            f"{c['id']:<16} {c['category']:<6} {c['version']:<8} {' '.join(c['subjects'])}"
-            f"  [{c['plugin']}]"
-        )
+        where = f"[{c['plugin']}]" if found is None else f"x{c['instances']}"
+        counts = "" if found is None else f"  requests={c['requests']} errors={c['errors']}"
+        subjects = " ".join(c["subjects"])
+        print(f"{c['id']:<16} {c['category']:<6} {c['version']:<8} {subjects}  {where}{counts}")
     return 0
 
 
@@ -261,4 +265,9 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
         run=_plugins,
         configure=_configure_json,
     )
-    commands.add("cells", help="list installed cells", run=_cells, configure=_configure_json)
+    commands.add(
+        "cells",
+        help="list installed cells, or those served on a shared bus (e.g. --nats-url)",
+        run=_cells,
+        configure=_configure_json,
+    )

@@ -23,8 +23,16 @@ Firing order for a body that serves cells (``cbs run``)::
 
 No hook is ``firstresult`` and none is a wrapper: every implementation runs and
 results are ignored unless a spec says otherwise. Lifecycle notifications may be
-``async def``; the body awaits them in turn (last registered first, as pluggy
-orders them). Registration hooks must be plain functions.
+``async def``; the body runs them one plugin at a time, awaiting each before
+the next (last registered first, as pluggy orders them). Registration hooks
+must be plain functions.
+
+If a start fails (a ``cbs_body_starting`` or ``cbs_body_started`` hook raises,
+the transport cannot connect, a cell fails to start), what was started is torn
+down: ``cbs_cell_stopped`` for each cell already served, then
+``cbs_body_stopped``; ``cbs_body_stopping`` is not called. Exceptions in
+``cbs_body_stopping``, ``cbs_cell_stopped`` and ``cbs_body_stopped`` are logged
+and the remaining implementations still run.
 """
 
 from __future__ import annotations
@@ -86,7 +94,7 @@ def cbs_register_transports(transports: TransportRegistry) -> None:
 
 
 @hookspec
-def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config) -> None:
+def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
     """Add client-side and server-side middleware factories.
 
     Called once per body, at its first start. ``middleware.add_client(name,
@@ -94,8 +102,9 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config) -> N
     wrapping ``next`` for requests sent to ``target``;
     ``middleware.add_server(name, factory, order=...)`` likewise for requests a
     served endpoint receives. The kernel composes each chain once per endpoint
-    (lower ``order`` wraps outside). ``config`` holds the resolved options.
-    Returns nothing. Plain function only.
+    (lower ``order`` wraps outside). ``config`` holds the resolved options;
+    ``body`` is the body being wired (e.g. for ``body.stash`` or
+    ``body.transport_name()``). Returns nothing. Plain function only.
     """
 
 
@@ -146,7 +155,8 @@ def cbs_body_starting(body: Body) -> None:
 def cbs_body_started(body: Body) -> None:
     """Notification: the transport is connected and every cell is served.
 
-    Called once per start. May be ``async def``. Returns nothing.
+    Called once per start. May be ``async def``. Returns nothing. An exception
+    aborts the start (what was started is stopped again).
     """
 
 

@@ -97,8 +97,9 @@ def _register(pm: pluggy.PluginManager, name: str, plugin: Any) -> None:
     _check_markers(name, plugin)
     try:
         pm.register(plugin, name=name)
-    except ValueError as exc:
-        raise PluginError(f"plugin '{name}' cannot be registered: {exc}") from exc
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise PluginError(f"plugin '{name}' cannot be registered: {reason}") from exc
 
 
 def load_plugins(

@@ -35,6 +35,8 @@ __all__ = [
 T = TypeVar("T")
 
 TransportFactory = Callable[[Config], Bus]
+#: Lists the cells reachable on a shared bus (``None``: nothing to discover).
+Discover = Callable[[Config], Awaitable["list[dict[str, Any]] | None"]]
 CommandRun = Callable[["Body", argparse.Namespace], "int | Awaitable[int]"]
 
 
@@ -123,6 +125,7 @@ class CellRegistry(_Registry[Cell]):
 class Transport:
     factory: TransportFactory
     priority: int = 0
+    discover: Discover | None = None
 
 
 class TransportRegistry(_Registry[Transport]):
@@ -130,8 +133,20 @@ class TransportRegistry(_Registry[Transport]):
 
     kind = "transport"
 
-    def add(self, name: str, factory: TransportFactory, *, priority: int = 0) -> None:
-        self._add(name, Transport(factory, priority))
+    def add(
+        self,
+        name: str,
+        factory: TransportFactory,
+        *,
+        priority: int = 0,
+        discover: Discover | None = None,
+    ) -> None:
+        """``factory(config)`` makes the bus; ``discover(config)``, if given,
+        lists the cells served by every process on that bus, for ``cbs cells``
+        (each a dict like ``cbs cells --json`` prints, plus ``instances``,
+        ``requests`` and ``errors``), or returns ``None`` when there is no
+        shared bus to look at."""
+        self._add(name, Transport(factory, priority, discover))
 
     def default(self) -> str | None:
         best = max(self, key=lambda r: r.item.priority, default=None)

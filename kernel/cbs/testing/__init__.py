@@ -10,7 +10,11 @@ Fixtures:
   given plugins (plus the built-ins); bodies started through it are stopped at
   teardown.
 * ``hook_recorder``: ``hook_recorder(body)`` starts recording every pluggy hook
-  call on that body; ``.calls`` lists the hook names.
+  call on that body from then on (hooks that ran while the body was built are
+  not seen; record those with a plugin of your own); ``.calls`` lists names.
+* ``nats_server``: a real ``nats-server`` (JetStream on) on a free 127.0.0.1
+  port, stopped by pid at teardown; ``.url``, ``.pid``, ``.kill()``,
+  ``.start()`` (restart on the same port and store). Needs ``cbs-nats``.
 
 Helpers usable without pytest:
 
@@ -30,7 +34,14 @@ from cbs.contracts import CbsError, Cell, Envelope, codec
 from cbs.kernel.body import Body
 from cbs.kernel.middleware import Served, ServerMiddleware, server_endpoint
 
-__all__ = ["call_cell", "call_cell_envelope", "HookRecorder", "make_body", "hook_recorder"]
+__all__ = [
+    "call_cell",
+    "call_cell_envelope",
+    "HookRecorder",
+    "make_body",
+    "hook_recorder",
+    "nats_server",
+]
 
 
 async def call_cell_envelope(
@@ -93,6 +104,19 @@ class HookRecorder:
         for undo in self._undo:
             undo()
         self._undo.clear()
+
+
+@pytest.fixture
+def nats_server() -> Iterator[Any]:
+    try:
+        from cbs.nats.server import NatsServer
+    except ImportError:
+        pytest.skip("the nats_server fixture needs cbs-nats (pip install cbs-nats)")
+    server = NatsServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,5 @@
+"""NATS transport for CBS (``cbs-nats``).
+
+The entry point (:mod:`cbs.nats.plugin`) imports nothing heavy; the NATS client
+is imported only when a body actually connects.
+"""

@@ -1,0 +1,244 @@
+"""Discovery on the NATS services protocol (ADR-32, ``io.nats.micro.v1``).
+
+Each served cell is one service: name = cell id, version = cell version,
+endpoints = its verbs (subject, queue group), metadata = category and schemas.
+Every body answers ``$SRV.{PING,INFO,STATS}``, ``$SRV.<verb>.<name>`` and
+``$SRV.<verb>.<name>.<id>`` for its cells, so ``nats micro ls`` and any ADR-32
+client see CBS cells. Stats come from a server middleware composed once per
+endpoint (no per-message hook call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from cbs.contracts import CbsError, Cell, Envelope
+from cbs.kernel import Served, ServerHandler
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.nuid import NUID
+
+__all__ = ["EndpointStats", "Discovery", "stats_middleware", "discover", "summarize"]
+
+PING = "io.nats.micro.v1.ping_response"
+INFO = "io.nats.micro.v1.info_response"
+STATS = "io.nats.micro.v1.stats_response"
+
+
+class EndpointStats:
+    """Counters of one served endpoint, as ADR-32 reports them."""
+
+    __slots__ = ("last_error", "num_errors", "num_requests", "processing_time")
+
+    def __init__(self) -> None:
+        self.num_requests = 0
+        self.num_errors = 0
+        self.processing_time = 0  # nanoseconds, total
+        self.last_error = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        n = self.num_requests
+        return {
+            "num_requests": n,
+            "num_errors": self.num_errors,
+            "processing_time": self.processing_time,
+            "average_processing_time": self.processing_time // n if n else 0,
+            "last_error": self.last_error,
+            "data": None,
+        }
+
+
+StatsTable = dict[str, EndpointStats]  # subject -> stats
+
+
+def stats_middleware(table: StatsTable) -> Callable[[Served, ServerHandler], ServerHandler]:
+    """A server middleware factory that counts requests, errors and time."""
+
+    def factory(served: Served, call_next: ServerHandler) -> ServerHandler:
+        stats = table.setdefault(served.subject, EndpointStats())
+        clock = time.perf_counter_ns
+
+        async def counted(request: Envelope, headers: Mapping[str, str]) -> Envelope:
+            began = clock()
+            try:
+                return await call_next(request, headers)
+            except BaseException as exc:
+                stats.num_errors += 1
+                code = exc.code if isinstance(exc, CbsError) else "Internal"
+                stats.last_error = code
+                raise
+            finally:
+                stats.num_requests += 1
+                stats.processing_time += clock() - began
+
+        return counted
+
+    return factory
+
+
+def _service(cell: Cell, instance: str) -> dict[str, Any]:
+    return {
+        "name": cell.id,
+        "id": instance,
+        "version": cell.version,
+        "metadata": {"cbs.category": cell.category, "cbs.service": cell.service},
+    }
+
+
+def _endpoints(cell: Cell) -> list[dict[str, Any]]:
+    result = []
+    for e in cell.endpoints:
+        metadata = {"cbs.schema": e.schema}
+        if e.reply_schema:
+            metadata["cbs.reply_schema"] = e.reply_schema
+        result.append(
+            {
+                "name": e.verb,
+                "subject": f"cbs.{cell.service}.{e.verb}",
+                "queue_group": cell.service,
+                "metadata": metadata,
+            }
+        )
+    return result
+
+
+class Discovery:
+    """Answers ADR-32 requests for the cells of one body."""
+
+    def __init__(self, nc: Client, table: StatsTable) -> None:
+        self._nc = nc
+        self._table = table
+        self._nuid = NUID()
+        self._cells: list[tuple[Cell, str, str]] = []  # cell, instance id, started
+        self._subs: list[Any] = []
+
+    async def add(self, cell: Cell) -> None:
+        instance = self._nuid.next().decode()
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        self._cells.append((cell, instance, started))
+        if not self._subs:
+            for verb in ("PING", "INFO", "STATS"):
+                for subject in (f"$SRV.{verb}", f"$SRV.{verb}.*", f"$SRV.{verb}.*.*"):
+                    self._subs.append(await self._nc.subscribe(subject, cb=self._on_request))
+
+    def _reply(self, kind: str, cell: Cell, instance: str, started: str) -> dict[str, Any]:
+        body = _service(cell, instance)
+        if kind == "PING":
+            return {"type": PING, **body}
+        if kind == "INFO":
+            description = cell.manifest().get("purpose", "")
+            return {"type": INFO, **body, "description": description, "endpoints": _endpoints(cell)}
+        endpoints = []
+        for info in _endpoints(cell):
+            stats = self._table.get(info["subject"]) or EndpointStats()
+            endpoints.append(
+                {
+                    "name": info["name"],
+                    "subject": info["subject"],
+                    "queue_group": info["queue_group"],
+                    **stats.to_dict(),
+                }
+            )
+        return {"type": STATS, **body, "started": started, "endpoints": endpoints}
+
+    async def _on_request(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        tokens = msg.subject.split(".")
+        kind = tokens[1]
+        name = tokens[2] if len(tokens) > 2 else None
+        ident = tokens[3] if len(tokens) > 3 else None
+        for cell, instance, started in self._cells:
+            if (name is None or name == cell.id) and (ident is None or ident == instance):
+                reply = self._reply(kind, cell, instance, started)
+                await self._nc.publish(msg.reply, orjson.dumps(reply))
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+        self._subs.clear()
+        self._cells.clear()
+
+
+async def discover(
+    nc: Client, kind: str = "STATS", *, wait: float = 0.5, quiet: float = 0.15
+) -> list[dict[str, Any]]:
+    """Every ADR-32 reply to ``$SRV.<kind>`` that arrives within ``wait``
+    seconds (stopping early after ``quiet`` seconds without a new one)."""
+    replies: list[dict[str, Any]] = []
+    inbox = nc.new_inbox()
+    arrived = asyncio.Event()
+
+    async def collect(msg: Msg) -> None:
+        try:
+            replies.append(orjson.loads(msg.data))
+        except orjson.JSONDecodeError:
+            return
+        arrived.set()
+
+    sub = await nc.subscribe(inbox, cb=collect)
+    try:
+        await nc.publish(f"$SRV.{kind}", b"", reply=inbox)
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), min(left, quiet if replies else left))
+            except TimeoutError:
+                if replies:
+                    break
+    finally:
+        await sub.unsubscribe()
+    return replies
+
+
+def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cells seen on a bus, one entry per cell id, for ``cbs cells``: like
+    ``cbs cells --json`` plus ``instances``, ``requests`` and ``errors`` (totals)
+    and ``per_instance`` counts."""
+    cells: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        if info.get("type") != INFO:
+            continue
+        meta = info.get("metadata") or {}
+        entry = cells.setdefault(
+            info["name"],
+            {
+                "id": info["name"],
+                "name": info["name"],
+                "category": meta.get("cbs.category", ""),
+                "version": info.get("version", ""),
+                "service": meta.get("cbs.service", ""),
+                "subjects": [e["subject"] for e in info.get("endpoints", [])],
+                "schemas": [
+                    (e.get("metadata") or {}).get("cbs.schema", "")
+                    for e in info.get("endpoints", [])
+                ],
+                "purpose": info.get("description", ""),
+                "instances": 0,
+                "requests": 0,
+                "errors": 0,
+                "per_instance": {},
+            },
+        )
+        entry["instances"] += 1
+    for stat in stats:
+        found = cells.get(stat.get("name", ""))
+        if found is None or stat.get("type") != STATS:
+            continue
+        entry = found
+        requests = sum(e.get("num_requests", 0) for e in stat.get("endpoints", []))
+        errors = sum(e.get("num_errors", 0) for e in stat.get("endpoints", []))
+        entry["requests"] += requests
+        entry["errors"] += errors
+        entry["per_instance"][stat["id"]] = {"requests": requests, "errors": errors}
+    return sorted(cells.values(), key=lambda c: c["id"])

@@ -1,0 +1,189 @@
+"""The ``nats`` transport against a real nats-server (one process)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats
+import pytest
+
+from cbs.contracts import BadRequest, Envelope, Internal, NotFound, Timeout, Unavailable, codec
+from cbs.greeter import plugin as greeter_plugin
+from cbs.kernel import Body, Cell, CellRegistry, Config, hookimpl
+from cbs.kernel.middleware import current_request
+from cbs.nats import plugin as nats_plugin
+
+
+class CellsPlugin:
+    def __init__(self, *cells: Cell) -> None:
+        self._cells = cells
+        self.name = "cells_" + "_".join(c.id for c in cells)
+
+    @hookimpl
+    def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
+        for cell in self._cells:
+            cells.add(cell)
+
+
+def test_cells() -> Cell:
+    cell = Cell("tester", category="logic", version="1.0.0", purpose="test verbs")
+
+    @cell.verb("sleep", schema="test/v1/Any")
+    async def sleep(payload: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(payload.get("seconds", 0))
+        return {"slept": payload.get("seconds", 0)}
+
+    @cell.verb("fail", schema="test/v1/Any")
+    async def fail(payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("bad"):
+            raise BadRequest("Field 'x' is wrong", details={"field": "x"})
+        raise RuntimeError("database password=hunter2")
+
+    @cell.verb("headers", schema="test/v1/Any")
+    async def headers(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"headers": dict(current_request().headers)}
+
+    return cell
+
+
+test_cells.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def body(nats_server: Any, make_body: Any) -> Body:
+    body: Body = make_body(
+        nats_plugin, greeter_plugin, CellsPlugin(test_cells()), config={"nats_url": nats_server.url}
+    )
+    await body.start()
+    return body
+
+
+async def test_nats_is_the_default_transport_when_installed(body: Body) -> None:
+    assert body.bus is not None and body.bus.name == "nats" and body.bus.shared
+
+
+async def test_request_reply(body: Body) -> None:
+    assert await body.request("greeter", "say_hello", {"name": "Ada"}) == {"message": "Hello Ada!"}
+
+
+async def test_error_replies_propagate(body: Body) -> None:
+    with pytest.raises(BadRequest) as info:
+        await body.request("greeter", "say_hello", {})
+    assert info.value.details == {"field": "name", "constraint": "required"}
+    with pytest.raises(BadRequest, match="Field 'x' is wrong"):
+        await body.request("tester", "fail", {"bad": True})
+    with pytest.raises(Internal) as internal:
+        await body.request("tester", "fail", {})
+    assert "hunter2" not in str(internal.value)
+
+
+async def test_timeout_and_no_responders(body: Body) -> None:
+    with pytest.raises(Timeout):
+        await body.request("tester", "sleep", {"seconds": 2}, timeout=0.1)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(NotFound):
+        await body.request("nobody", "home", {}, timeout=5)
+    assert loop.time() - began < 1  # no responders is immediate, not a timeout
+
+
+async def test_headers_reach_the_handler(body: Body) -> None:
+    reply = await body.request("tester", "headers", {}, headers={"traceparent": "00-abc-01"})
+    assert reply["headers"]["traceparent"] == "00-abc-01"
+
+
+async def test_handlers_run_concurrently(body: Body) -> None:
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    replies = await asyncio.gather(
+        *(body.request("tester", "sleep", {"seconds": 0.3}) for _ in range(20))
+    )
+    assert len(replies) == 20
+    assert loop.time() - began < 2.0  # 20 x 0.3 s one at a time would be 6 s
+
+
+async def test_malformed_input_gets_bad_request_and_cell_keeps_serving(
+    body: Body, nats_server: Any
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        for junk in [b"", b"{", b"\xff\xfe\x00", b'{"id": 1}', b"[]" * 1000]:
+            msg = await nc.request("cbs.greeter.say_hello", junk, timeout=2)
+            reply = codec.decode(msg.data)
+            assert reply.error is not None and reply.error["code"] == "BadRequest"
+        # Without a reply subject nothing can be answered, and nothing breaks.
+        await nc.publish("cbs.greeter.say_hello", b"garbage")
+        await nc.flush()
+    finally:
+        await nc.close()
+    assert await body.request("greeter", "say_hello", {"name": "Ada"}) == {"message": "Hello Ada!"}
+
+
+async def test_connect_failure_is_one_clear_error(make_body: Any) -> None:
+    from cbs.nats.server import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    body = make_body(nats_plugin, config={"nats_url": url, "nats_connect_timeout": 0.5})
+    with pytest.raises(Unavailable, match=r"Cannot connect to NATS at nats://127\.0\.0\.1"):
+        await body.start()
+
+
+async def test_server_restart_mid_traffic(nats_server: Any, make_body: Any) -> None:
+    body = make_body(
+        greeter_plugin, nats_plugin, CellsPlugin(test_cells()), config={"nats_url": nats_server.url}
+    )
+    await body.start()
+    assert await body.request("greeter", "say_hello", {"name": "a"})
+    in_flight = asyncio.create_task(body.request("tester", "sleep", {"seconds": 1}, timeout=2))
+    await asyncio.sleep(0.1)
+    await asyncio.to_thread(nats_server.kill)
+    with pytest.raises((Timeout, Unavailable)):
+        await in_flight
+    await asyncio.to_thread(nats_server.start)  # same port, same store
+    # The client reconnects by itself; later requests succeed.
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        try:
+            reply = await body.request("greeter", "say_hello", {"name": "b"}, timeout=1)
+            break
+        except (Timeout, Unavailable, NotFound):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    assert reply == {"message": "Hello b!"}
+
+
+async def test_embedded_server_when_no_url(make_body: Any) -> None:
+    body = make_body(nats_plugin, greeter_plugin)
+    await body.start()
+    bus: Any = body.bus
+    assert bus.name == "nats" and not bus.shared
+    pid = bus.server.pid
+    assert await body.request("greeter", "say_hello", {"name": "Ada"})
+    await body.stop()
+    import os
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+async def test_wire_envelope_is_exactly_the_contract(body: Body, nats_server: Any) -> None:
+    """A raw request with hand-written JSON gets a reply with the same id."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        raw = (
+            b'{"id": "550e8400-e29b-41d4-a716-446655440000", "service": "greeter",'
+            b' "verb": "say_hello", "schema": "demo/v1/Name", "payload": {"name": "Ada Lovelace"}}'
+        )
+        msg = await nc.request("cbs.greeter.say_hello", raw, timeout=2)
+    finally:
+        await nc.close()
+    reply = codec.decode(msg.data)
+    assert reply == Envelope(
+        id="550e8400-e29b-41d4-a716-446655440000",
+        service="greeter",
+        verb="say_hello",
+        schema="demo/v1/Greeting",
+        payload={"message": "Hello Ada Lovelace!"},
+    )
