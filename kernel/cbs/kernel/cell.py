@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +29,9 @@ from cbs.contracts.envelope import ERROR_SCHEMA, check_name, check_schema
 __all__ = ["Cell", "CATEGORIES"]
 
 CATEGORIES = ("ui", "io", "logic", "integration", "storage")
+SEMVER_RE = re.compile(
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -71,6 +75,8 @@ class Cell:
             raise ValueError(f"cell {id}: category must be one of {', '.join(CATEGORIES)}")
         if max_concurrency < 1:
             raise ValueError(f"cell {id}: max_concurrency must be at least 1")
+        if SEMVER_RE.fullmatch(version) is None:
+            raise ValueError(f"cell {id}: version {version!r} is not a semantic version (1.2.3)")
         self.category = category
         self.version = version
         self.purpose = purpose
