@@ -140,6 +140,12 @@ async def test_server_restart_mid_traffic(nats_server: Any, make_body: Any) -> N
     await asyncio.to_thread(nats_server.kill)
     with pytest.raises((Timeout, Unavailable)):
         await in_flight
+    # While the server is away, the wait between reconnect attempts grows.
+    options = body.bus.client.options  # type: ignore[union-attr]
+    deadline = asyncio.get_running_loop().time() + 10
+    while options["reconnect_time_wait"] <= 0.5:
+        assert asyncio.get_running_loop().time() < deadline, "no backoff"
+        await asyncio.sleep(0.1)
     await asyncio.to_thread(nats_server.start)  # same port, same store
     # The client reconnects by itself; later requests succeed.
     deadline = asyncio.get_running_loop().time() + 15
@@ -152,6 +158,7 @@ async def test_server_restart_mid_traffic(nats_server: Any, make_body: Any) -> N
                 raise
             await asyncio.sleep(0.2)
     assert reply == {"message": "Hello b!"}
+    assert options["reconnect_time_wait"] == 0.5  # reset once reconnected
 
 
 async def test_embedded_server_when_no_url(make_body: Any) -> None:

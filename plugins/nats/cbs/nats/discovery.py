@@ -126,6 +126,7 @@ class Discovery:
             for verb in ("PING", "INFO", "STATS"):
                 for subject in (f"$SRV.{verb}", f"$SRV.{verb}.*", f"$SRV.{verb}.*.*"):
                     self._subs.append(await self._nc.subscribe(subject, cb=self._on_request))
+            await self._nc.flush()
 
     def _reply(self, kind: str, cell: Cell, instance: str, started: str) -> dict[str, Any]:
         body = _service(cell, instance)

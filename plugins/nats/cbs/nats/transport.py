@@ -72,6 +72,8 @@ class NatsBus:
     server, which no other process knows about."""
 
     name = "nats"
+    #: Longest wait between two reconnect attempts, in seconds.
+    MAX_RECONNECT_WAIT = 8.0
 
     def __init__(
         self,
@@ -79,7 +81,7 @@ class NatsBus:
         *,
         client_name: str | None = None,
         connect_timeout: float = 5.0,
-        reconnect_wait: float = 1.0,
+        reconnect_wait: float = 0.5,
     ) -> None:
         self.urls = split_urls(urls) if urls else []
         self.shared = bool(self.urls)
@@ -108,12 +110,19 @@ class NatsBus:
 
         async def on_error(exc: Exception) -> None:
             log.debug("nats: %s", exc)
+            nc = self._nc
+            if nc is not None and nc.is_reconnecting:
+                # Back off: nats-py waits a fixed time between attempts; double it.
+                wait = nc.options["reconnect_time_wait"]
+                nc.options["reconnect_time_wait"] = min(wait * 2, self.MAX_RECONNECT_WAIT)
 
         async def on_disconnect() -> None:
             if self._nc is not None:  # not when we close it ourselves
                 log.warning("nats: disconnected from %s; reconnecting", self.url)
 
         async def on_reconnect() -> None:
+            if self._nc is not None:
+                self._nc.options["reconnect_time_wait"] = self.reconnect_wait
             log.warning("nats: reconnected")
 
         try:
@@ -198,6 +207,7 @@ class NatsBus:
             task.add_done_callback(tasks.discard)
 
         served.sub = await nc.subscribe(subject, queue=queue, cb=on_message)
+        await nc.flush()  # served once start() returns: the server has the interest
         return served
 
     async def close(self) -> None:
