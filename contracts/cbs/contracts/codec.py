@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from cbs.contracts.envelope import Envelope
+from cbs.contracts.envelope import Envelope, validate_fields
 from cbs.contracts.errors import BadRequest, Internal
 
 __all__ = ["encode", "decode", "encode_payload", "MAX_ENVELOPE_BYTES", "MAX_DEPTH", "FIELDS"]
@@ -124,14 +124,10 @@ def decode(data: bytes | bytearray | memoryview) -> Envelope:
                 f"Field '{field}' must be an object",
                 details={"field": field, "constraint": "type"},
             )
-    return Envelope(
-        id=obj["id"],
-        service=obj["service"],
-        verb=obj["verb"],
-        schema=obj["schema"],
-        payload=obj.get("payload"),
-        error=obj.get("error"),
-    )
+    fields = obj["id"], obj["service"], obj["verb"], obj["schema"]
+    payload, error = obj.get("payload"), obj.get("error")
+    validate_fields(*fields, payload, error)
+    return Envelope.trusted(*fields, payload, error)
 
 
 def _has_non_finite(value: Any) -> bool:

@@ -8,8 +8,8 @@ v4, also the correlation id), ``service`` and ``verb`` (lower snake_case),
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
+from random import getrandbits as _getrandbits
 from typing import Any
 
 import attrs
@@ -23,6 +23,8 @@ __all__ = [
     "check_name",
     "check_schema",
     "parse_subject",
+    "new_id",
+    "validate_fields",
 ]
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
@@ -30,6 +32,9 @@ SCHEMA_RE = re.compile(r"[a-z][a-z0-9_]+/v[0-9]+/[A-Za-z][A-Za-z0-9_]*")
 UUID4_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}"
 )
+
+_new = object.__new__
+_set = object.__setattr__
 
 #: Schema of error replies made by CBS itself (cells may name their own).
 ERROR_SCHEMA = "cbs/v1/Error"
@@ -85,18 +90,45 @@ def _check_error(error: object) -> None:
         raise _bad("error.details", "type", "Field 'error.details' must be an object")
 
 
-def _validate(env: Envelope) -> None:
-    if not isinstance(env.id, str) or UUID4_RE.fullmatch(env.id) is None:
+# Validated (service, verb, schema) triples: most traffic repeats a few, so the
+# regular expressions run once per triple, not once per message.
+_KNOWN_ROUTES: set[tuple[str, str, str]] = set()
+_KNOWN_LIMIT = 4096
+
+
+def _check_route(service: object, verb: object, schema: object) -> None:
+    strings = type(service) is str and type(verb) is str and type(schema) is str
+    if strings and (service, verb, schema) in _KNOWN_ROUTES:
+        return
+    check_name("service", service)
+    check_name("verb", verb)
+    check_schema(schema)
+    if len(_KNOWN_ROUTES) >= _KNOWN_LIMIT:
+        _KNOWN_ROUTES.clear()
+    _KNOWN_ROUTES.add((service, verb, schema))  # type: ignore[arg-type]
+
+
+def validate_fields(
+    id: object, service: object, verb: object, schema: object, payload: object, error: object
+) -> None:
+    """Raise ``BadRequest`` unless the fields make a valid envelope."""
+    if type(id) is not str or UUID4_RE.fullmatch(id) is None:
         raise _bad("id", "format", "Field 'id' must be a UUID v4")
-    check_name("service", env.service)
-    check_name("verb", env.verb)
-    check_schema(env.schema)
-    if (env.payload is None) == (env.error is None):
+    _check_route(service, verb, schema)
+    if (payload is None) == (error is None):
         raise _bad("payload", "oneOf", "Exactly one of 'payload' and 'error' must be present")
-    if env.payload is not None and not isinstance(env.payload, dict):
+    if payload is not None and not isinstance(payload, dict):
         raise _bad("payload", "type", "Field 'payload' must be an object")
-    if env.error is not None:
-        _check_error(env.error)
+    if error is not None:
+        _check_error(error)
+
+
+def new_id() -> str:
+    """A random UUID v4 string (the random module: fast, no system call)."""
+    n = _getrandbits(128) & ~(0xC000 << 48) | (0x8000 << 48)
+    n = n & ~(0xF000 << 64) | (4 << 76)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @attrs.frozen(slots=True)
@@ -116,7 +148,27 @@ class Envelope:
     error: dict[str, Any] | None = None
 
     def __attrs_post_init__(self) -> None:
-        _validate(self)
+        validate_fields(self.id, self.service, self.verb, self.schema, self.payload, self.error)
+
+    @classmethod
+    def trusted(
+        cls,
+        id: str,
+        service: str,
+        verb: str,
+        schema: str,
+        payload: dict[str, Any] | None,
+        error: dict[str, Any] | None = None,
+    ) -> Envelope:
+        """An envelope from fields already validated (skips the checks)."""
+        env = _new(cls)
+        _set(env, "id", id)
+        _set(env, "service", service)
+        _set(env, "verb", verb)
+        _set(env, "schema", schema)
+        _set(env, "payload", payload)
+        _set(env, "error", error)
+        return env
 
     # -- constructors ---------------------------------------------------------
 
@@ -133,25 +185,18 @@ class Envelope:
         """A new request with a fresh UUID v4 id (or the given one)."""
         if not isinstance(payload, Mapping):
             raise _bad("payload", "type", "Field 'payload' must be an object")
-        return cls(
-            id=id if id is not None else str(uuid.uuid4()),
-            service=service,
-            verb=verb,
-            schema=schema,
-            payload=dict(payload),
-        )
+        if id is None:
+            _check_route(service, verb, schema)
+            return cls.trusted(new_id(), service, verb, schema, dict(payload))
+        return cls(id=id, service=service, verb=verb, schema=schema, payload=dict(payload))
 
     def reply(self, payload: Mapping[str, Any], *, schema: str | None = None) -> Envelope:
         """A successful reply to this request: same id, service and verb."""
         if not isinstance(payload, Mapping):
             raise _bad("payload", "type", "Field 'payload' must be an object")
-        return Envelope(
-            id=self.id,
-            service=self.service,
-            verb=self.verb,
-            schema=schema if schema is not None else self.schema,
-            payload=dict(payload),
-        )
+        schema = self.schema if schema is None else schema
+        _check_route(self.service, self.verb, schema)
+        return Envelope.trusted(self.id, self.service, self.verb, schema, dict(payload))
 
     def error_reply(self, error: CbsError, *, schema: str = ERROR_SCHEMA) -> Envelope:
         """A failed reply to this request carrying ``error``."""

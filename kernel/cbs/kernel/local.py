@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from cbs.contracts import NotFound, RawHandler, Timeout
 from cbs.kernel.config import Config
+from cbs.kernel.eager import resume
 from cbs.kernel.plugins import hookimpl
 from cbs.kernel.registries import TransportRegistry
 
@@ -81,10 +82,16 @@ class LocalBus:
         if not groups:
             raise NotFound(f"No cell serves {subject}")
         queue, members = next(iter(groups.items()))
-        member = self._pick(subject, queue, members)
+        call = self._pick(subject, queue, members).call(data, headers)
+        # Most handlers never wait: run at once, and pay for a timer only if it does.
+        try:
+            waiting = call.send(None)
+        except StopIteration as done:
+            reply: bytes = done.value
+            return reply
         try:
             async with asyncio.timeout(timeout):
-                return await member.call(data, headers)
+                return await resume(call, waiting)
         except TimeoutError:
             raise Timeout(f"No reply on {subject} within {timeout:g} s") from None
 

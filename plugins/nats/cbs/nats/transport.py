@@ -23,6 +23,7 @@ from typing import Any
 import nats
 import nats.errors
 from cbs.contracts import NotFound, RawHandler, Timeout, Unavailable
+from cbs.kernel.eager import start_eagerly
 from cbs.nats.server import NatsServer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -202,9 +203,11 @@ class NatsBus:
 
         async def on_message(msg: Msg) -> None:
             await slots.acquire()
-            task = loop.create_task(handle(msg))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            # A task only for handlers that wait: most answer at once.
+            task = start_eagerly(handle(msg), loop)
+            if task is not None:
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
         served.sub = await nc.subscribe(subject, queue=queue, cb=on_message)
         await nc.flush()  # served once start() returns: the server has the interest

@@ -1,0 +1,1 @@
+"""CBS benchmarks: ``python -m benchmarks`` (see docs/performance.md)."""
