@@ -30,10 +30,18 @@ from typing import Any
 
 import orjson
 
-from cbs.contracts.envelope import Envelope, validate_fields
+from cbs.contracts.envelope import Envelope, check_schema, validate_fields
 from cbs.contracts.errors import BadRequest, Internal
 
-__all__ = ["encode", "decode", "encode_payload", "MAX_ENVELOPE_BYTES", "MAX_DEPTH", "FIELDS"]
+__all__ = [
+    "encode",
+    "decode",
+    "decode_reply",
+    "encode_payload",
+    "MAX_ENVELOPE_BYTES",
+    "MAX_DEPTH",
+    "FIELDS",
+]
 
 #: Largest envelope accepted by :func:`decode`, in bytes.
 MAX_ENVELOPE_BYTES = 1024 * 1024
@@ -105,6 +113,13 @@ def decode(data: bytes | bytearray | memoryview) -> Envelope:
             _STRICT_DECODER.decode(data.decode("utf-8"))
         except (ValueError, RecursionError):
             raise BadRequest("Malformed JSON: duplicate keys") from None
+    # Fast path: the four required fields and exactly one of payload/error.
+    if len(obj) == 5 and "id" in obj and "service" in obj and "verb" in obj and "schema" in obj:
+        fields = obj["id"], obj["service"], obj["verb"], obj["schema"]
+        payload, error = obj.get("payload"), obj.get("error")
+        if (payload is None) != (error is None):
+            validate_fields(*fields, payload, error)
+            return Envelope.trusted(*fields, payload, error)
     extra = obj.keys() - FIELDS
     if extra:
         raise BadRequest(
@@ -128,6 +143,29 @@ def decode(data: bytes | bytearray | memoryview) -> Envelope:
     payload, error = obj.get("payload"), obj.get("error")
     validate_fields(*fields, payload, error)
     return Envelope.trusted(*fields, payload, error)
+
+
+def decode_reply(data: bytes, request: Envelope) -> Envelope:
+    """Decode the reply to ``request``, checking its shape and that it answers
+    this request (same id, service and verb), but not re-validating it in full:
+    it came back through the request's own inbox. Raises ``BadRequest``."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Malformed JSON: not a strict UTF-8 JSON document") from None
+    if type(obj) is not dict or len(obj) != 5:
+        return decode(data)  # unusual shape: let the full decoder say what is wrong
+    if (
+        obj.get("id") != request.id
+        or obj.get("service") != request.service
+        or obj.get("verb") != request.verb
+    ):
+        raise BadRequest("Reply does not match the request")
+    schema, payload, error = obj.get("schema"), obj.get("payload"), obj.get("error")
+    if type(payload) is dict and error is None and type(schema) is str:
+        check_schema(schema)
+        return Envelope.trusted(request.id, request.service, request.verb, schema, payload)
+    return decode(data)
 
 
 def _has_non_finite(value: Any) -> bool:

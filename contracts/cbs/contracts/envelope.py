@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from random import getrandbits as _getrandbits
+from os import urandom as _urandom
 from typing import Any
 
 import attrs
@@ -123,12 +123,13 @@ def validate_fields(
         _check_error(error)
 
 
+_VARIANT = dict(zip("0123456789abcdef", "89ab" * 4, strict=True))
+
+
 def new_id() -> str:
-    """A random UUID v4 string (the random module: fast, no system call)."""
-    n = _getrandbits(128) & ~(0xC000 << 48) | (0x8000 << 48)
-    n = n & ~(0xF000 << 64) | (4 << 76)
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A random UUID v4 string (16 bytes from os.urandom, version and variant set)."""
+    h = _urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 @attrs.frozen(slots=True)

@@ -121,12 +121,12 @@ def client_chain(bus: Bus, target: Target, factories: Sequence[ClientMiddleware]
     subject = target.subject
     bus_request = bus.request
     encode = codec.encode
-    decode = codec.decode
+    decode_reply = codec.decode_reply
 
     async def send(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
         data = await bus_request(subject, encode(request), timeout=timeout, headers=headers or None)
         try:
-            reply = decode(data)
+            reply = decode_reply(data, request)
         except BadRequest:
             raise Internal("Malformed reply") from None
         if reply.id != request.id:
