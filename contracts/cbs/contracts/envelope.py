@@ -123,6 +123,15 @@ def validate_fields(
         _check_error(error)
 
 
+def _as_dict(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A dict as it is (not copied: see Envelope); any other mapping copied."""
+    if type(payload) is dict:
+        return payload
+    if not isinstance(payload, Mapping):
+        raise _bad("payload", "type", "Field 'payload' must be an object")
+    return dict(payload)
+
+
 _VARIANT = dict(zip("0123456789abcdef", "89ab" * 4, strict=True))
 
 
@@ -138,7 +147,8 @@ class Envelope:
     :meth:`reply` or :meth:`error_reply`; construction raises ``BadRequest``
     on any field that breaks the contract.
 
-    The payload dict itself is not copied: treat it as read-only once sent.
+    A payload dict is not copied (that would cost every message a copy):
+    treat it as read-only once it is in an envelope.
     """
 
     id: str
@@ -184,20 +194,18 @@ class Envelope:
         id: str | None = None,
     ) -> Envelope:
         """A new request with a fresh UUID v4 id (or the given one)."""
-        if not isinstance(payload, Mapping):
-            raise _bad("payload", "type", "Field 'payload' must be an object")
+        payload = _as_dict(payload)
         if id is None:
             _check_route(service, verb, schema)
-            return cls.trusted(new_id(), service, verb, schema, dict(payload))
-        return cls(id=id, service=service, verb=verb, schema=schema, payload=dict(payload))
+            return cls.trusted(new_id(), service, verb, schema, payload)
+        return cls(id=id, service=service, verb=verb, schema=schema, payload=payload)
 
     def reply(self, payload: Mapping[str, Any], *, schema: str | None = None) -> Envelope:
         """A successful reply to this request: same id, service and verb."""
-        if not isinstance(payload, Mapping):
-            raise _bad("payload", "type", "Field 'payload' must be an object")
+        payload = _as_dict(payload)
         schema = self.schema if schema is None else schema
         _check_route(self.service, self.verb, schema)
-        return Envelope.trusted(self.id, self.service, self.verb, schema, dict(payload))
+        return Envelope.trusted(self.id, self.service, self.verb, schema, payload)
 
     def error_reply(self, error: CbsError, *, schema: str = ERROR_SCHEMA) -> Envelope:
         """A failed reply to this request carrying ``error``."""

@@ -100,12 +100,15 @@ class Request:
     headers: Mapping[str, str]
 
 
-_current: contextvars.ContextVar[Request] = contextvars.ContextVar("cbs_request")
+# Holds (envelope, headers); the Request is built only when a handler asks.
+_current: contextvars.ContextVar[tuple[Envelope, Mapping[str, str]]] = contextvars.ContextVar(
+    "cbs_request"
+)
 
 
 def current_request() -> Request:
     """The request the calling handler is serving (``LookupError`` outside one)."""
-    return _current.get()
+    return Request(*_current.get())
 
 
 def compose(factories: Sequence[Callable[[Any, Any], Any]], target: Any, inner: Any) -> Any:
@@ -174,12 +177,12 @@ def server_endpoint(served: Served, factories: Sequence[ServerMiddleware]) -> Ra
                 f"Unsupported schema '{request.schema}'",
                 details={"field": "schema", "accepts": sorted(accepts)},
             )
-        token = _current.set(Request(request, headers))
+        token = _current.set((request, headers))
         try:
             result = await call_cell(request.payload)  # type: ignore[arg-type]
         finally:
             _current.reset(token)
-        if not isinstance(result, Mapping):
+        if type(result) is not dict and not isinstance(result, Mapping):
             log.error("cell %s verb %s returned %s, not a mapping", cell.id, verb, type(result))
             raise Internal()
         return request.reply(result, schema=reply_schema)
