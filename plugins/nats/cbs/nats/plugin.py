@@ -23,7 +23,8 @@ from cbs.kernel import (
 )
 
 if TYPE_CHECKING:
-    from cbs.nats.discovery import Discovery, StatsTable
+    from cbs.nats.discovery import Discovery
+    from cbs.nats.stats import StatsTable
     from cbs.nats.transport import NatsBus
 
 STATS: StashKey[StatsTable] = StashKey()
@@ -93,7 +94,7 @@ def _uses_nats(body: Body) -> bool:
 def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
     if body.transport_name() != "nats":
         return
-    from cbs.nats.discovery import stats_middleware
+    from cbs.nats.stats import stats_middleware
 
     table = body.stash.setdefault(STATS, {})
     middleware.add_server("nats_stats", stats_middleware(table), order=-1000)
