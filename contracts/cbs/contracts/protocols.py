@@ -80,6 +80,9 @@ class Endpoint:
     also_accepts: tuple[str, ...] = ()
     #: Safe to call twice with the same request (lets clients retry it).
     idempotent: bool = False
+    #: Also served from a durable, persistent inbox (e.g. JetStream), where
+    #: ``Body.send`` delivers at least once.
+    durable: bool = False
 
 
 @runtime_checkable

@@ -5,7 +5,7 @@ Public API for plugin and cell authors::
     from cbs.kernel import Body, Cell, hookimpl
 """
 
-from cbs.kernel.body import ANY_SCHEMA, Body
+from cbs.kernel.body import ANY_SCHEMA, DURABLE_SENDER, Body, DurableSender
 from cbs.kernel.cell import CATEGORIES, Cell
 from cbs.kernel.config import Config, Option
 from cbs.kernel.errors import ConfigError, PluginError, UsageError
@@ -31,6 +31,8 @@ from cbs.kernel.stash import Stash, StashKey
 
 __all__ = [
     "ANY_SCHEMA",
+    "DURABLE_SENDER",
+    "DurableSender",
     "BUILTIN_PLUGINS",
     "CATEGORIES",
     "ENTRY_POINT_GROUP",

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 import signal
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pluggy
@@ -30,14 +30,19 @@ from cbs.kernel.registries import (
     OptionRegistry,
     TransportRegistry,
 )
-from cbs.kernel.stash import Stash
+from cbs.kernel.stash import Stash, StashKey
 
-__all__ = ["Body", "ANY_SCHEMA"]
+__all__ = ["Body", "ANY_SCHEMA", "DURABLE_SENDER", "DurableSender"]
 
 log = logging.getLogger("cbs.body")
 
 #: Request schema used when the caller names none and no installed cell declares one.
 ANY_SCHEMA = "cbs/v1/Any"
+
+#: Stores an envelope durably, returning once it is stored (at least once).
+DurableSender = Callable[[Envelope, dict[str, str]], Awaitable[None]]
+#: Where a persistence plugin (e.g. cbs-jetstream) puts its sender, in ``body.stash``.
+DURABLE_SENDER: StashKey[DurableSender] = StashKey()
 
 
 class Body:
@@ -341,6 +346,28 @@ class Body:
         entry = self._chains.get((service, verb)) or self._chain(service, verb)
         request = Envelope.request(service, verb, payload, schema=schema or entry[1])
         await self.bus.publish(request.subject, codec.encode(request), headers=headers)
+
+    async def send(
+        self,
+        service: str,
+        verb: str,
+        payload: Mapping[str, Any],
+        *,
+        schema: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        id: str | None = None,
+    ) -> str:
+        """Store a request durably for ``cbs.{service}.{verb}`` and return its
+        envelope id once stored; the cell gets it at least once, even if it is
+        down now. Needs a persistence plugin (``pip install cbs-jetstream``).
+        Sending again with the same ``id`` is how a caller retries safely."""
+        sender = self.stash.get(DURABLE_SENDER, None)
+        if sender is None or self.bus is None:
+            raise Unavailable("No durable transport: install cbs-jetstream and use NATS")
+        entry = self._chains.get((service, verb)) or self._chain(service, verb)
+        request = Envelope.request(service, verb, payload, schema=schema or entry[1], id=id)
+        await sender(request, dict(headers) if headers else {})
+        return request.id
 
     def plugin_info(self) -> list[PluginInfo]:
         return list(self.plugins.values())

@@ -103,8 +103,12 @@ class Cell:
         reply_schema: str | None = None,
         also_accepts: Sequence[str] = (),
         idempotent: bool = False,
+        durable: bool = False,
     ) -> None:
-        """Serve ``handler`` on ``cbs.{service}.{verb}`` for requests of ``schema``."""
+        """Serve ``handler`` on ``cbs.{service}.{verb}`` for requests of ``schema``.
+        ``idempotent``: safe to repeat (clients may retry it); ``durable``: also
+        consume ``Body.send`` deliveries from a persistent inbox, when a plugin
+        such as cbs-jetstream provides one."""
         check_name("verb", verb)
         if verb in self._endpoints:
             raise ValueError(f"cell {self.id}: verb {verb!r} is defined twice")
@@ -115,6 +119,7 @@ class Cell:
             reply_schema=None if reply_schema is None else check_schema(reply_schema),
             also_accepts=tuple(check_schema(s) for s in also_accepts),
             idempotent=idempotent,
+            durable=durable,
         )
 
     def verb(
@@ -125,6 +130,7 @@ class Cell:
         reply_schema: str | None = None,
         also_accepts: Sequence[str] = (),
         idempotent: bool = False,
+        durable: bool = False,
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_verb`; returns the function unchanged."""
 
@@ -136,6 +142,7 @@ class Cell:
                 reply_schema=reply_schema,
                 also_accepts=also_accepts,
                 idempotent=idempotent,
+                durable=durable,
             )
             return func
 

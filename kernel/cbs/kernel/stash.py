@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar, cast
 __all__ = ["Stash", "StashKey"]
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class StashKey(Generic[T]):
@@ -29,8 +30,8 @@ class Stash:
     def __getitem__(self, key: StashKey[T]) -> T:
         return cast(T, self._data[key])
 
-    def get(self, key: StashKey[T], default: T) -> T:
-        return cast(T, self._data.get(key, default))
+    def get(self, key: StashKey[T], default: D) -> T | D:
+        return cast("T | D", self._data.get(key, default))
 
     def setdefault(self, key: StashKey[T], default: T) -> T:
         return cast(T, self._data.setdefault(key, default))
