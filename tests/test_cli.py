@@ -142,3 +142,37 @@ def test_run_serves_until_sigterm_then_exits_zero() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_demo_asks_on_a_terminal() -> None:
+    """On a TTY the prompt goes to the terminal (stderr), then the greeting."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: cbs demo on a pseudo-terminal
+        os.execvpe(sys.executable, [sys.executable, "-m", "cbs.kernel.cli", "-q", "demo"], ENV)
+    screen = b""
+    answered = False
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+            if b"What is your name? " in screen and not answered:
+                os.write(fd, b"Grace\n")
+                answered = True
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answered
+    assert screen.replace(b"\r\n", b"\n").endswith(b"Grace\nHello Grace!\n")

@@ -319,3 +319,10 @@ async def test_handler_returning_non_mapping_is_internal(make_body: Any) -> None
         await body.request("odd", "junk", {})
     with pytest.raises(Internal):
         await body.request("odd", "nan", {})
+
+
+async def test_send_without_a_persistence_plugin_is_unavailable(make_body: Any) -> None:
+    body = make_body(greeter_plugin)
+    await body.start()
+    with pytest.raises(Unavailable, match="cbs-jetstream"):
+        await body.send("printer", "write", {"message": "x"})
