@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import re
 import types
 from collections.abc import Callable
@@ -13,8 +14,8 @@ from typing import Any
 import pytest
 
 from cbs.contracts import BadRequest
-from cbs.kernel import Body, PluginError, hookimpl, hookspecs
-from cbs.kernel.commands import plugins_report
+from cbs.kernel import Body, CellFieldRegistry, PluginError, hookimpl, hookspecs
+from cbs.kernel.commands import add_cell_fields, cells_report, plugins_report
 from cbs.testing import HookRecorder, call_cell
 
 EXAMPLE = Path(__file__).parent / "examples" / "example_plugin.py"
@@ -24,6 +25,8 @@ DOCUMENTED_ORDER = list(
     dict.fromkeys(re.findall(r"cbs_\w+", (hookspecs.__doc__ or "").split("Firing order")[1]))
 )
 ECHO_CELL = "example_echo"
+#: Hooks that fire while Body(...) is built, before a recorder can attach.
+BUILD_HOOKS = 4
 
 MakeBody = Callable[..., Body]
 
@@ -88,6 +91,7 @@ def test_registers_one_of_each(make_body: MakeBody, example: types.ModuleType) -
         "middleware": ["example_tag", "example_count"],
         "options": ["example_tag"],
         "commands": ["example-echo"],
+        "cell_fields": ["example_tag"],
     }
 
 
@@ -148,7 +152,7 @@ async def test_lifecycle_hooks_fire_in_documented_order(
         for i, name in enumerate(hook_recorder.calls)
         if hook_recorder.calls[i - 1 : i] != [name]
     ]
-    assert seen == DOCUMENTED_ORDER[3:]
+    assert seen == DOCUMENTED_ORDER[BUILD_HOOKS:]
     assert body.stash[example.EVENTS] == [
         "body_starting",
         f"cell_started {ECHO_CELL}",
@@ -193,6 +197,45 @@ async def test_command_runs(
     assert await result == 0
     assert capsys.readouterr().out == "hello\n"
     assert body.state == "stopped"
+
+
+async def test_cells_command_shows_the_field(
+    make_body: MakeBody, example: types.ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = make_body(example, config={"example_tag": "t1"})
+    command = body.commands.get("cells")
+    assert command is not None and command.item.configure is not None
+    parser = argparse.ArgumentParser()
+    command.item.configure(parser)
+    result: Any = command.item.run(body, parser.parse_args([]))
+    assert await result == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(ECHO_CELL) and line.endswith("  example_tag=t1")
+    result = command.item.run(body, parser.parse_args(["--json"]))
+    assert await result == 0
+    assert [row["example_tag"] for row in json.loads(capsys.readouterr().out)] == ["t1"]
+
+
+async def test_a_failing_cells_field_is_logged_and_skipped(
+    make_body: MakeBody, example: types.ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        name = "broken_field"
+
+        @staticmethod
+        async def provide(body: Body, cells: list[dict[str, Any]]) -> dict[str, Any]:
+            raise RuntimeError("no luck")
+
+        @hookimpl
+        def cbs_add_cell_fields(self, fields: CellFieldRegistry) -> None:
+            fields.add("broken", self.provide)
+
+    body = make_body(example, Broken())
+    rows = cells_report(body)
+    given = await add_cell_fields(body, rows)
+    assert [f.name for f in given] == ["example_tag"]
+    assert "broken" not in rows[0] and rows[0]["example_tag"] == "example"
+    assert "cbs cells: field broken failed: RuntimeError: no luck" in caplog.text
 
 
 async def test_cell_alone_with_call_cell(example: types.ModuleType) -> None:

@@ -21,6 +21,7 @@ from cbs.contracts import BadRequest, Envelope
 from cbs.kernel import (
     Body,
     Cell,
+    CellFieldRegistry,
     CellRegistry,
     ClientHandler,
     ClientMiddleware,
@@ -82,6 +83,22 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
         run=_run_echo,
         configure=_configure_echo,
     )
+
+
+# --- end ---
+
+
+# --- docs: cbs_add_cell_fields ---
+async def _tag_field(body: Body, cells: list[dict[str, Any]]) -> dict[str, Any]:
+    # Runs in `cbs cells` only, once for all rows: a value per cell id.
+    return {c["id"]: body.config["example_tag"] for c in cells if c["service"] == "example"}
+
+
+@hookimpl
+def cbs_add_cell_fields(fields: CellFieldRegistry) -> None:
+    # `cbs cells` ends the rows of this plugin's cells with "example_tag=example";
+    # `cbs cells --json` adds "example_tag": "example" to them.
+    fields.add("example_tag", _tag_field)
 
 
 # --- end ---

@@ -18,6 +18,7 @@ __all__ = [
     "NotFound",
     "Internal",
     "Unavailable",
+    "NoResponders",
     "ERROR_CODES",
 ]
 
@@ -99,6 +100,13 @@ class Unavailable(CbsError):
 
     code = "Unavailable"
     default_message = "Service unavailable"
+
+
+class NoResponders(NotFound):
+    """``NotFound`` raised by the client path when the transport found no cell
+    serving the subject, as opposed to a cell's ``NotFound`` error reply (a
+    missing resource). Not a wire code of its own: it travels as ``NotFound``
+    and comes back from the wire as ``NotFound``."""
 
 
 ERROR_CODES: dict[str, type[CbsError]] = {

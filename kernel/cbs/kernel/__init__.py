@@ -21,6 +21,7 @@ from cbs.kernel.middleware import (
 )
 from cbs.kernel.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, PluginInfo, hookimpl
 from cbs.kernel.registries import (
+    CellFieldRegistry,
     CellRegistry,
     CommandRegistry,
     MiddlewareRegistry,
@@ -38,6 +39,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Body",
     "Cell",
+    "CellFieldRegistry",
     "CellRegistry",
     "ClientHandler",
     "ClientMiddleware",

@@ -24,6 +24,7 @@ from cbs.kernel.middleware import (
 )
 from cbs.kernel.plugins import PluginInfo, Selection, load_plugins
 from cbs.kernel.registries import (
+    CellFieldRegistry,
     CellRegistry,
     CommandRegistry,
     MiddlewareRegistry,
@@ -73,6 +74,8 @@ class Body:
         self._each_plugin("cbs_add_commands", self.commands, commands=self.commands)
         self.transports = TransportRegistry()
         self._each_plugin("cbs_register_transports", self.transports, transports=self.transports)
+        self.cell_fields = CellFieldRegistry()
+        self._each_plugin("cbs_add_cell_fields", self.cell_fields, fields=self.cell_fields)
         self.config: Config = resolve(self.options.as_dict(), config or {})
         self.bus: Bus | None = None
         self.state = "built"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cbs.contracts import parse_subject
 from cbs.kernel.errors import UsageError
 from cbs.kernel.plugins import hookimpl
-from cbs.kernel.registries import CommandRegistry, OptionRegistry
+from cbs.kernel.registries import CellField, CommandRegistry, OptionRegistry, Registered
 
 if TYPE_CHECKING:
     from cbs.kernel.body import Body
@@ -173,6 +173,7 @@ def plugins_report(body: Body) -> list[dict[str, Any]]:
             "middleware": body.middleware.by_plugin(info.name),
             "options": body.options.by_plugin(info.name),
             "commands": body.commands.by_plugin(info.name),
+            "cell_fields": body.cell_fields.by_plugin(info.name),
         }
         report.append(
             {
@@ -223,12 +224,30 @@ def cells_report(body: Body) -> list[dict[str, Any]]:
     return report
 
 
+async def add_cell_fields(body: Body, report: list[dict[str, Any]]) -> list[Registered[CellField]]:
+    """Add the fields plugins registered (``cbs_add_cell_fields``) to the rows
+    of ``cbs cells``; returns the fields that gave values."""
+    given = []
+    for field in body.cell_fields:
+        try:
+            values = await field.item.provider(body, report)
+        except Exception as exc:
+            log.warning("cbs cells: field %s failed: %s: %s", field.name, type(exc).__name__, exc)
+            continue
+        for row in report:
+            if row["id"] in values:
+                row[field.name] = values[row["id"]]
+        given.append(field)
+    return given
+
+
 async def _cells(body: Body, args: argparse.Namespace) -> int:
     transport = body.transports.get(body.transport_name())
     found = None
     if transport is not None and transport.item.discover is not None:
         found = await transport.item.discover(body.config)
     report = cells_report(body) if found is None else found
+    fields = await add_cell_fields(body, report)
     if args.json:
         _print_json(report)
         return 0
@@ -238,7 +257,10 @@ async def _cells(body: Body, args: argparse.Namespace) -> int:
         where = f"[{c['plugin']}]" if found is None else f"x{c['instances']}"
         counts = "" if found is None else f"  requests={c['requests']} errors={c['errors']}"
         subjects = " ".join(c["subjects"])
-        print(f"{c['id']:<16} {c['category']:<6} {c['version']:<8} {subjects}  {where}{counts}")
+        extra = "".join(f"  {f.name}={f.item.text(c[f.name])}" for f in fields if f.name in c)
+        print(
+            f"{c['id']:<16} {c['category']:<6} {c['version']:<8} {subjects}  {where}{counts}{extra}"
+        )
     return 0
 
 

@@ -8,7 +8,7 @@ endpoint.
 Firing order for a body that serves cells (``cbs run``)::
 
     Body(...)                  cbs_add_options, cbs_add_commands,
-                               cbs_register_transports
+                               cbs_register_transports, cbs_add_cell_fields
     body.start()               cbs_register_cells, cbs_register_middleware
                                (once each, at the first start or listing)
                                cbs_body_starting
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from cbs.kernel.body import Body
     from cbs.kernel.config import Config
     from cbs.kernel.registries import (
+        CellFieldRegistry,
         CellRegistry,
         CommandRegistry,
         MiddlewareRegistry,
@@ -76,6 +77,22 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
     configure=..., run=...)``: ``configure(parser)`` adds arguments to an
     ``argparse`` subparser; ``run(body, args)`` returns an exit code or an
     awaitable of one. Returns nothing. Plain function only.
+    """
+
+
+@hookspec
+def cbs_add_cell_fields(fields: CellFieldRegistry) -> None:
+    """Add fields to the rows of ``cbs cells`` (a column of text, a key of
+    ``--json``).
+
+    Called once per body, while it is built. ``fields.add(name, provider,
+    text=...)``: ``await provider(body, cells)`` gets the rows about to be
+    printed (installed or discovered cells, as ``cbs cells --json`` shows
+    them) and returns a mapping of cell id to a JSON value; rows of other
+    cells get no such field. ``text(value)`` renders a value for the text
+    listing (default: the value, compact JSON unless it is text). Called only
+    by ``cbs cells``, never per message; a provider that raises is logged and
+    skipped. Returns nothing. Plain function only.
     """
 
 

@@ -10,7 +10,9 @@ Server side (what a bus delivers)::
     -> encode;  any exception becomes an error reply (tracebacks only in the log)
 
 A client handler takes ``(request, headers, timeout)`` and returns the reply
-envelope of a *successful* reply; failures are raised as ``CbsError``. A server
+envelope of a *successful* reply; failures are raised as ``CbsError`` (the
+transport's own ``NotFound``, nobody serves the subject, as its subclass
+``NoResponders``, unlike a cell's ``NotFound`` error reply). A server
 handler takes ``(request, headers)`` and returns the reply envelope, or raises.
 ``headers`` on the client side is a fresh dict middleware may add to.
 """
@@ -33,6 +35,8 @@ from cbs.contracts import (
     Endpoint,
     Envelope,
     Internal,
+    NoResponders,
+    NotFound,
     RawHandler,
     codec,
 )
@@ -127,7 +131,14 @@ def client_chain(bus: Bus, target: Target, factories: Sequence[ClientMiddleware]
     decode_reply = codec.decode_reply
 
     async def send(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
-        data = await bus_request(subject, encode(request), timeout=timeout, headers=headers or None)
+        try:
+            data = await bus_request(
+                subject, encode(request), timeout=timeout, headers=headers or None
+            )
+        except NotFound as exc:  # from the transport itself: nobody serves the subject
+            if isinstance(exc, NoResponders):
+                raise
+            raise NoResponders(exc.message, details=exc.details) from None
         try:
             reply = decode_reply(data, request)
         except BadRequest:

@@ -7,7 +7,8 @@ Each validates what it is given and records which plugin gave it, so that
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable, Iterator
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
@@ -28,8 +29,10 @@ __all__ = [
     "MiddlewareRegistry",
     "OptionRegistry",
     "CommandRegistry",
+    "CellFieldRegistry",
     "Transport",
     "Command",
+    "CellField",
 ]
 
 T = TypeVar("T")
@@ -38,6 +41,8 @@ TransportFactory = Callable[[Config], Bus]
 #: Lists the cells reachable on a shared bus (``None``: nothing to discover).
 Discover = Callable[[Config], Awaitable["list[dict[str, Any]] | None"]]
 CommandRun = Callable[["Body", argparse.Namespace], "int | Awaitable[int]"]
+#: Values of a ``cbs cells`` field for the given rows, by cell id.
+CellFieldProvider = Callable[["Body", "list[dict[str, Any]]"], Awaitable["Mapping[str, Any]"]]
 
 
 @attrs.frozen
@@ -239,3 +244,35 @@ class CommandRegistry(_Registry[Command]):
         configure: Callable[[argparse.ArgumentParser], None] | None = None,
     ) -> None:
         self._add(name, Command(help, run, configure))
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+@attrs.frozen
+class CellField:
+    provider: CellFieldProvider
+    text: Callable[[Any], str] = _compact
+
+
+class CellFieldRegistry(_Registry[CellField]):
+    """Fields that plugins add to the rows of ``cbs cells``."""
+
+    kind = "cells field"
+
+    def add(
+        self,
+        name: str,
+        provider: CellFieldProvider,
+        *,
+        text: Callable[[Any], str] | None = None,
+    ) -> None:
+        """``await provider(body, cells)`` returns ``{cell id: value}`` for the
+        rows about to be printed; ``text(value)`` renders one value for the
+        text listing (default: compact JSON, text as it is)."""
+        if NAME_RE.fullmatch(name) is None:
+            raise PluginError(
+                f"plugin '{self.plugin}': cells field name '{name}' is not snake_case"
+            )
+        self._add(name, CellField(provider, text or _compact))
