@@ -103,6 +103,12 @@ class NatsBus:
     def url(self) -> str:
         return ",".join(self.urls)
 
+    @property
+    def connected(self) -> bool:
+        """Connected to a server right now (false while reconnecting or closed)."""
+        nc = self._nc
+        return nc is not None and nc.is_connected
+
     async def start(self) -> None:
         if not self.urls:
             self.server = await asyncio.to_thread(NatsServer().start)
