@@ -1,0 +1,135 @@
+"""Entry point ``breaker``: the ``breaker_config`` option, the resilience
+middleware, the states responder and the ``breaker`` field of ``cbs cells``.
+
+Only hook implementations live here; the layers are composed once per target
+by the kernel, never through a hook per message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cbs.kernel import (
+    Body,
+    CellFieldRegistry,
+    ClientHandler,
+    Config,
+    MiddlewareRegistry,
+    OptionRegistry,
+    StashKey,
+    Target,
+    hookimpl,
+)
+
+if TYPE_CHECKING:
+    from cbs.breaker.report import BreakerTable, Responder
+
+TABLE: StashKey[BreakerTable] = StashKey()
+RESPONDER: StashKey[Responder] = StashKey()
+
+#: Where each layer sits among all client middleware (lower wraps outside);
+#: middleware of other plugins at the default order 0 runs once per attempt.
+ORDER = {
+    "deadline": -400,
+    "bulkhead": -300,
+    "retry": -200,
+    "circuit_breaker": -100,
+    "attempt_timeout": 100,
+}
+#: The server's deadline guard wraps outside most server middleware.
+GUARD_ORDER = -500
+
+
+@hookimpl
+def cbs_add_options(options: OptionRegistry) -> None:
+    options.add(
+        "breaker_config",
+        help="resilience settings per service and verb: a TOML or JSON file, or a JSON object"
+        " (see docs/resilience.md)",
+        env="CBS_BREAKER_CONFIG",
+        metavar="FILE|JSON",
+    )
+
+
+def _idempotent(target: Target, declared: bool | None) -> bool:
+    if declared is not None:
+        return declared
+    return target.endpoint is not None and target.endpoint.idempotent
+
+
+@hookimpl
+def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
+    from cbs.breaker import layers
+    from cbs.breaker.report import BreakerTable
+    from cbs.breaker.settings import load_settings
+
+    settings = load_settings(config.get("breaker_config"))  # ConfigError if bad
+    table = body.stash.setdefault(TABLE, BreakerTable())
+
+    def deadline(target: Target, call_next: ClientHandler) -> ClientHandler:
+        policy = settings.policy(target.service, target.verb)
+        return layers.deadline_layer(policy.deadline)(target, call_next)
+
+    def bulkhead(target: Target, call_next: ClientHandler) -> ClientHandler:
+        policy = settings.policy(target.service, target.verb)
+        if not policy.max_concurrent:
+            return call_next
+        return layers.bulkhead_layer(policy.max_concurrent, policy.max_queue)(target, call_next)
+
+    def retry(target: Target, call_next: ClientHandler) -> ClientHandler:
+        policy = settings.policy(target.service, target.verb)
+        if not policy.retries or not _idempotent(target, policy.idempotent):
+            return call_next
+        factory = layers.retry_layer(policy.retries, policy.backoff, policy.backoff_max)
+        return factory(target, call_next)
+
+    def circuit_breaker(target: Target, call_next: ClientHandler) -> ClientHandler:
+        policy = settings.policy(target.service, target.verb)
+        if not policy.breaker:
+            return call_next
+        breaker = table.get(target.service, target.verb, policy.breaker_settings())
+        return layers.circuit_layer(breaker)(target, call_next)
+
+    def attempt_timeout(target: Target, call_next: ClientHandler) -> ClientHandler:
+        policy = settings.policy(target.service, target.verb)
+        factory = layers.attempt_layer(policy.attempt_timeout, policy.propagate_deadline)
+        return factory(target, call_next)
+
+    for factory in (deadline, bulkhead, retry, circuit_breaker, attempt_timeout):
+        middleware.add_client(factory.__name__, factory, order=ORDER[factory.__name__])
+    middleware.add_server("deadline_guard", layers.deadline_guard, order=GUARD_ORDER)
+
+
+@hookimpl
+async def cbs_body_started(body: Body) -> None:
+    bus = body.bus
+    if bus is None or not bus.shared or TABLE not in body.stash:
+        return
+    from cbs.breaker.report import Responder
+
+    responder = Responder(bus, body.stash[TABLE])
+    await responder.start()
+    body.stash[RESPONDER] = responder
+
+
+@hookimpl
+async def cbs_body_stopping(body: Body) -> None:
+    if RESPONDER in body.stash:
+        responder = body.stash[RESPONDER]
+        del body.stash[RESPONDER]
+        await responder.stop()
+
+
+@hookimpl
+def cbs_add_cell_fields(fields: CellFieldRegistry) -> None:
+    from cbs.breaker.report import cells_field, format_field
+
+    fields.add("breaker", cells_field, text=format_field)
+
+
+@hookimpl
+def cbs_body_stopped(body: Body) -> None:
+    # After a failed start cbs_body_stopping does not run; the closed bus
+    # ended the subscription already.
+    if RESPONDER in body.stash:
+        del body.stash[RESPONDER]

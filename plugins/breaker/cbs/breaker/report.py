@@ -1,0 +1,253 @@
+"""Breaker visibility: the per-body table, transition logs, the Prometheus
+gauge, and the states query that ``cbs cells`` sends over the bus.
+
+Breakers live in the process that calls. Every started body with this plugin
+on a shared bus subscribes to ``_cbs.breaker.states`` (each body in a queue
+group of its own, so every one of them hears a query) and answers a query
+``{"reply_to": SUBJECT}`` by publishing its breakers' states to ``SUBJECT``::
+
+    {"instance": "<id>", "breakers": [{"service": "greeter", "verb": "say_hello",
+                                      "state": "open"}, ...]}
+
+Only the generic ``Bus`` operations are used (serve, publish), so it works on
+any shared transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from cbs.breaker.circuit import CLOSED, OPEN, STATES, BreakerSettings, CircuitBreaker
+from cbs.contracts import Bus, Subscription
+
+if TYPE_CHECKING:
+    from cbs.kernel import Body
+
+__all__ = [
+    "QUERY_SUBJECT",
+    "BreakerTable",
+    "gauge",
+    "Responder",
+    "gather",
+    "summarize",
+    "format_field",
+    "cells_field",
+]
+
+log = logging.getLogger("cbs.breaker")
+
+QUERY_SUBJECT = "_cbs.breaker.states"
+_REPLY_PREFIX = "_cbs.breaker.reply."
+
+
+# -- the metric -----------------------------------------------------------------------------
+
+_GAUGE: Any = None
+_GAUGE_TRIED = False
+
+
+def gauge() -> Any:
+    """The gauge ``cbs_breaker_state{service,verb}`` (0 closed, 1 half-open,
+    2 open) in prometheus_client's default registry, made at the first call;
+    ``None`` when prometheus_client is not installed (it is then not imported)
+    or the name is taken by another collector."""
+    global _GAUGE, _GAUGE_TRIED
+    if not _GAUGE_TRIED:
+        _GAUGE_TRIED = True
+        if importlib.util.find_spec("prometheus_client") is None:
+            return None
+        from prometheus_client import Gauge
+
+        try:
+            _GAUGE = Gauge(
+                "cbs_breaker_state",
+                "Circuit breaker state of a CBS target: 0 closed, 1 half-open, 2 open",
+                ["service", "verb"],
+            )
+        except ValueError as exc:  # registered already, by someone else
+            log.warning("breaker: no cbs_breaker_state gauge (%s)", exc)
+    return _GAUGE
+
+
+def _set_gauge(service: str, verb: str, state: str) -> None:
+    metric = gauge()
+    if metric is not None:
+        metric.labels(service=service, verb=verb).set(STATES.index(state))
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+class BreakerTable:
+    """The breakers of one body, by ``(service, verb)``; they outlive restarts."""
+
+    def __init__(self) -> None:
+        self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self.instance = uuid.uuid4().hex
+
+    def get(
+        self, service: str, verb: str, settings: BreakerSettings, clock: Any = time.monotonic
+    ) -> CircuitBreaker:
+        """The breaker of a target, made at its first use (same settings)."""
+        key = (service, verb)
+        breaker = self.breakers.get(key)
+        if breaker is None or breaker.settings != settings:
+            breaker = CircuitBreaker(
+                f"{service}.{verb}", settings, clock=clock, on_change=self._changed
+            )
+            self.breakers[key] = breaker
+            _set_gauge(service, verb, CLOSED)
+        return breaker
+
+    def _changed(self, breaker: CircuitBreaker, old: str, new: str) -> None:
+        level = logging.WARNING if new == OPEN else logging.INFO
+        log.log(level, "breaker %s: %s -> %s", breaker.name, old, new)
+        service, _, verb = breaker.name.partition(".")
+        _set_gauge(service, verb, new)
+
+    def states(self) -> dict[tuple[str, str], str]:
+        return {key: breaker.state for key, breaker in self.breakers.items()}
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "breakers": [
+                {"service": service, "verb": verb, "state": state}
+                for (service, verb), state in sorted(self.states().items())
+            ],
+        }
+
+
+# -- the states query -------------------------------------------------------------------------
+
+
+class Responder:
+    """Answers states queries for one body while it is started."""
+
+    def __init__(self, bus: Bus, table: BreakerTable) -> None:
+        self.bus = bus
+        self.table = table
+        self.sub: Subscription | None = None
+
+    async def start(self) -> None:
+        bus, table = self.bus, self.table
+
+        async def answer(data: bytes, headers: Mapping[str, str] | None) -> bytes:
+            try:
+                query = orjson.loads(data)
+                reply_to = query["reply_to"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return b""
+            if isinstance(reply_to, str) and reply_to.startswith(_REPLY_PREFIX):
+                await bus.publish(reply_to, orjson.dumps(table.message()))
+            return b""
+
+        queue = f"breaker_{table.instance}"  # a group of one: every body hears each query
+        self.sub = await bus.serve(QUERY_SUBJECT, queue, answer, max_concurrency=4)
+
+    async def stop(self) -> None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            await sub.stop()
+
+
+async def gather(bus: Bus, *, wait: float = 0.5, quiet: float = 0.15) -> list[dict[str, Any]]:
+    """Ask every body on ``bus`` for its breakers' states. Replies are taken
+    for ``wait`` seconds at most, and no longer than ``quiet`` seconds after
+    the last one."""
+    inbox = f"{_REPLY_PREFIX}{uuid.uuid4().hex}"
+    replies: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    async def collect(data: bytes, headers: Mapping[str, str] | None) -> bytes:
+        try:
+            reply = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return b""
+        if isinstance(reply, dict) and isinstance(reply.get("breakers"), list):
+            replies.append(reply)
+            arrived.set()
+        return b""
+
+    sub = await bus.serve(inbox, inbox, collect, max_concurrency=16)
+    try:
+        await bus.publish(QUERY_SUBJECT, orjson.dumps({"reply_to": inbox}))
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), min(left, quiet) if replies else left)
+            except TimeoutError:
+                if replies:
+                    break
+    finally:
+        await sub.stop()
+    return replies
+
+
+def summarize(
+    cells: list[dict[str, Any]], replies: list[dict[str, Any]]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per cell id: ``{verb: {state: number of callers}}`` for the verbs of
+    the cell some caller has a breaker for."""
+    seen: dict[tuple[str, str], dict[str, int]] = {}
+    for reply in replies:
+        for entry in reply.get("breakers", []):
+            if not isinstance(entry, dict) or entry.get("state") not in STATES:
+                continue
+            counts = seen.setdefault((str(entry.get("service")), str(entry.get("verb"))), {})
+            counts[entry["state"]] = counts.get(entry["state"], 0) + 1
+    result: dict[str, dict[str, dict[str, int]]] = {}
+    for cell in cells:
+        service = cell.get("service", "")
+        verbs = [s.split(".")[2] for s in cell.get("subjects", []) if s.count(".") == 2]
+        found = {verb: seen[(service, verb)] for verb in verbs if (service, verb) in seen}
+        if found:
+            result[cell["id"]] = found
+    return result
+
+
+def format_field(value: Any) -> str:
+    """``say_hello:open`` when every caller agrees, else the worst state and
+    how many callers are in it: ``say_hello:open(1/3)``."""
+    parts = []
+    for verb, counts in value.items():
+        worst = max(counts, key=STATES.index)
+        total = sum(counts.values())
+        parts.append(
+            f"{verb}:{worst}"
+            if counts[worst] == total
+            else f"{verb}:{worst}({counts[worst]}/{total})"
+        )
+    return ",".join(parts)
+
+
+async def cells_field(body: Body, cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``breaker`` field of ``cbs cells``: the states of the breakers that
+    callers on the bus hold for each cell's verbs. With no shared bus, the
+    breakers of this process."""
+    from cbs.breaker.plugin import TABLE
+
+    bus = body.bus
+    if bus is None:
+        transport = body.transports.get(body.transport_name())
+        if transport is not None:
+            candidate = transport.item.factory(body.config)
+            if candidate.shared:  # else nothing to ask (and no server to start)
+                await candidate.start()
+                try:
+                    return summarize(cells, await gather(candidate))
+                finally:
+                    await candidate.close()
+    elif bus.shared:
+        return summarize(cells, await gather(bus))
+    table = body.stash.get(TABLE, None)
+    return summarize(cells, [table.message()] if table is not None else [])
