@@ -1,0 +1,127 @@
+"""Entry point ``metrics``: Prometheus metrics as middleware, and an HTTP
+endpoint (``--metrics-port``; off by default) with ``/metrics``, ``/healthz``,
+``/readyz`` and a status page.
+
+Only hook implementations live here. Counting needs no import at all;
+prometheus_client is imported when a body starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from cbs.kernel import (
+    Body,
+    Cell,
+    ConfigError,
+    MiddlewareRegistry,
+    OptionRegistry,
+    StashKey,
+    hookimpl,
+)
+
+if TYPE_CHECKING:
+    from cbs.metrics.http import Health, MetricsServer
+    from cbs.metrics.stats import BodyStats
+
+log = logging.getLogger("cbs.metrics")
+
+#: Middleware order: inside tracing (-900), outside everything else.
+ORDER = -800
+
+STATS: StashKey[BodyStats] = StashKey()
+HEALTH: StashKey[Health] = StashKey()
+SERVER: StashKey[MetricsServer] = StashKey()
+
+
+@hookimpl
+def cbs_add_options(options: OptionRegistry) -> None:
+    options.add(
+        "metrics_port",
+        help="serve /metrics, /healthz, /readyz and a status page on this port (0: any free"
+        " port; default: off)",
+        type=int,
+        env="CBS_METRICS_PORT",
+        metavar="PORT",
+    )
+    options.add(
+        "metrics_host",
+        help="address the metrics endpoint binds (default: 127.0.0.1)",
+        default="127.0.0.1",
+        env="CBS_METRICS_HOST",
+        metavar="HOST",
+    )
+
+
+def body_stats(body: Body) -> BodyStats:
+    """The counters of ``body`` (created at its first start)."""
+    from cbs.metrics.stats import BodyStats
+
+    return body.stash.setdefault(STATS, BodyStats())
+
+
+def server_url(body: Body) -> str | None:
+    """The URL of the body's metrics endpoint while it is served, else ``None``."""
+    server = body.stash.get(SERVER, None)
+    return None if server is None else server.url
+
+
+@hookimpl
+def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
+    from cbs.metrics.stats import client_middleware, server_middleware
+
+    stats = body_stats(body)
+    middleware.add_client("metrics", client_middleware(stats), order=ORDER)
+    middleware.add_server("metrics", server_middleware(stats), order=ORDER)
+
+
+@hookimpl
+async def cbs_body_starting(body: Body) -> None:
+    from cbs.metrics.collector import track
+    from cbs.metrics.http import Health, MetricsServer
+
+    stats = body_stats(body)
+    track(stats)
+    health = body.stash.setdefault(HEALTH, Health())
+    health.reset(asyncio.get_running_loop())
+    port = body.config.get("metrics_port")
+    if port is None:
+        return
+    host = body.config.get("metrics_host") or "127.0.0.1"
+    server = MetricsServer(body, health, stats, host, int(port))
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    body.stash[SERVER] = server
+    log.info("serving %s (/metrics /healthz /readyz)", server.url)
+
+
+@hookimpl
+def cbs_cell_started(body: Body, cell: Cell) -> None:
+    body_stats(body).cell_started(cell.id, cell.service, cell.version)
+    if HEALTH in body.stash:
+        body.stash[HEALTH].started.add(cell.id)
+
+
+@hookimpl
+def cbs_cell_stopped(body: Body, cell: Cell) -> None:
+    body_stats(body).cell_stopped(cell.id)
+    if HEALTH in body.stash:
+        body.stash[HEALTH].started.discard(cell.id)
+
+
+@hookimpl
+def cbs_body_stopping(body: Body) -> None:
+    if HEALTH in body.stash:
+        body.stash[HEALTH].stopping = True  # not ready while draining
+
+
+@hookimpl
+async def cbs_body_stopped(body: Body) -> None:
+    server = body.stash.get(SERVER, None)
+    if server is not None:
+        del body.stash[SERVER]
+        await asyncio.to_thread(server.stop)

@@ -1,0 +1,47 @@
+"""A JSON-lines span exporter, for the ``tracing_file`` option (``CBS_TRACING_FILE``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+__all__ = ["JsonLinesExporter"]
+
+log = logging.getLogger("cbs.tracing")
+
+
+class JsonLinesExporter(SpanExporter):
+    """Appends each span to a file as one line of OpenTelemetry's JSON form
+    (``ReadableSpan.to_json``). For debugging and tests, with a
+    ``SimpleSpanProcessor``: a span is on disk once it has ended."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._out: IO[str] | None = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = "".join(span.to_json(indent=None) + "\n" for span in spans)
+        try:
+            with self._lock:
+                if self._out is None:
+                    self._out = self.path.open("a", encoding="utf-8")
+                self._out.write(lines)
+                self._out.flush()
+        except OSError:
+            log.exception("cannot write spans to %s", self.path)
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._out is not None:
+                self._out.close()
+                self._out = None

@@ -1,0 +1,214 @@
+"""The tracing middleware: one span per request sent (CLIENT) and per request
+handled (SERVER), named after the subject, W3C trace context in the headers.
+
+Composed once per endpoint, and so is the choice of what to do. With a
+``TracerProvider`` installed (see :mod:`cbs.tracing.otel`), spans are made and
+recorded through it. Without one, no span is made: the trace context a request
+arrives with is made current and passed on to the requests made while handling
+it, as OpenTelemetry's API alone does, for almost no cost.
+
+Attributes follow OpenTelemetry's messaging conventions where they fit:
+
+=====================================  =======================================
+``messaging.system``                   the transport (``nats``, ``local``)
+``messaging.operation.type``           ``send`` (client) or ``process`` (server)
+``messaging.destination.name``         the subject, ``cbs.{service}.{verb}``
+``messaging.consumer.group.name``      the queue group (server)
+``messaging.message.id``               the envelope id (the correlation id)
+``cbs.service``, ``cbs.verb``          the target
+``cbs.schema``                         the request schema
+``cbs.cell``                           the cell handling it (server)
+``error.type``, ``cbs.error.code``     the error code, on failure
+=====================================  =======================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from cbs.contracts import CbsError, Envelope
+from cbs.kernel import ClientHandler, Served, ServerHandler, Target
+from cbs.tracing.logs import ENVELOPE_ID
+
+__all__ = ["HeaderGetter", "HeaderSetter", "error_code", "traced_client", "traced_server"]
+
+SCOPE = "cbs.tracing"
+VERSION = "0.1.0"
+
+
+class HeaderSetter(Setter[dict[str, str]]):
+    """Writes trace context into the outgoing headers dict."""
+
+    def set(self, carrier: dict[str, str], key: str, value: str) -> None:
+        carrier[key] = value
+
+
+class HeaderGetter(Getter[Mapping[str, str]]):
+    """Reads trace context from incoming headers (NATS header names are
+    case-sensitive; W3C's are lower case)."""
+
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier)
+
+
+SETTER = HeaderSetter()
+GETTER = HeaderGetter()
+_EMPTY = Context()
+
+
+def error_code(exc: BaseException) -> str:
+    """The wire code a failure stands for (what the caller sees)."""
+    if isinstance(exc, CbsError):
+        return exc.code
+    if isinstance(exc, asyncio.CancelledError):
+        return "Cancelled"
+    return "Internal"
+
+
+def _fail(span: Span, exc: BaseException) -> None:
+    if not span.is_recording():
+        return
+    code = error_code(exc)
+    span.set_attribute("error.type", code)
+    span.set_attribute("cbs.error.code", code)
+    span.set_status(Status(StatusCode.ERROR, str(exc) if isinstance(exc, CbsError) else code))
+    if not isinstance(exc, CbsError | asyncio.CancelledError):
+        span.record_exception(exc)
+
+
+def _recording() -> trace.Tracer | None:
+    """The tracer to record spans with, or ``None`` when no ``TracerProvider``
+    is installed (then CBS only passes trace context on)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider):
+        return None
+    return provider.get_tracer(SCOPE, VERSION)
+
+
+def _static(system: str, operation: str, subject: str, service: str, verb: str) -> dict[str, Any]:
+    return {
+        "messaging.system": system,
+        "messaging.operation.type": operation,
+        "messaging.destination.name": subject,
+        "cbs.service": service,
+        "cbs.verb": verb,
+    }
+
+
+def traced_client(target: Target, call_next: ClientHandler, *, system: str = "") -> ClientHandler:
+    """Client middleware: a CLIENT span around the request; its context is
+    injected into the outgoing headers."""
+    inject = propagate.inject
+    tracer = _recording()
+    if tracer is None:
+        get_current = otel_context.get_current
+
+        async def passing(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
+            inject(headers, get_current(), SETTER)  # writes nothing outside a trace
+            envelope_token = ENVELOPE_ID.set(request.id)
+            try:
+                return await call_next(request, headers, timeout)
+            finally:
+                ENVELOPE_ID.reset(envelope_token)
+
+        return passing
+
+    name = target.subject
+    static = _static(system or "cbs", "send", name, target.service, target.verb)
+    start_span = tracer.start_span
+    set_span = trace.set_span_in_context
+    current_span = trace.get_current_span
+    extract = propagate.extract
+    attach, detach = otel_context.attach, otel_context.detach
+    client = SpanKind.CLIENT
+
+    async def traced(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
+        parent = None  # the current context
+        if headers and not current_span().get_span_context().is_valid:
+            # Outside a span, a context the caller passed in the headers
+            # (a gateway forwarding its caller's, say) is the parent.
+            parent = extract(headers, None, GETTER)
+        span = start_span(
+            name,
+            parent,
+            client,
+            {**static, "cbs.schema": request.schema, "messaging.message.id": request.id},
+        )
+        ctx = set_span(span)
+        inject(headers, ctx, SETTER)
+        token = attach(ctx)
+        envelope_token = ENVELOPE_ID.set(request.id)
+        try:
+            return await call_next(request, headers, timeout)
+        except BaseException as exc:
+            _fail(span, exc)
+            raise
+        finally:
+            ENVELOPE_ID.reset(envelope_token)
+            detach(token)
+            span.end()
+
+    return traced
+
+
+def traced_server(served: Served, call_next: ServerHandler, *, system: str = "") -> ServerHandler:
+    """Server middleware: a SERVER span around the handling, child of the
+    context extracted from the request headers; current while the cell runs."""
+    extract = propagate.extract
+    attach, detach = otel_context.attach, otel_context.detach
+    tracer = _recording()
+    if tracer is None:
+
+        async def passing(request: Envelope, headers: Mapping[str, str]) -> Envelope:
+            envelope_token = ENVELOPE_ID.set(request.id)
+            token = attach(extract(headers, None, GETTER)) if headers else None
+            try:
+                return await call_next(request, headers)
+            finally:
+                if token is not None:
+                    detach(token)
+                ENVELOPE_ID.reset(envelope_token)
+
+        return passing
+
+    name = served.subject
+    static = _static(
+        system or "cbs", "process", name, served.cell.service, served.endpoint.verb
+    ) | {"messaging.consumer.group.name": served.queue_group, "cbs.cell": served.cell.id}
+    start_span = tracer.start_span
+    set_span = trace.set_span_in_context
+    server = SpanKind.SERVER
+
+    async def traced(request: Envelope, headers: Mapping[str, str]) -> Envelope:
+        parent = extract(headers, None, GETTER) if headers else _EMPTY
+        span = start_span(
+            name,
+            parent,
+            server,
+            {**static, "cbs.schema": request.schema, "messaging.message.id": request.id},
+        )
+        token = attach(set_span(span, parent))
+        envelope_token = ENVELOPE_ID.set(request.id)
+        try:
+            return await call_next(request, headers)
+        except BaseException as exc:
+            _fail(span, exc)
+            raise
+        finally:
+            ENVELOPE_ID.reset(envelope_token)
+            detach(token)
+            span.end()
+
+    return traced

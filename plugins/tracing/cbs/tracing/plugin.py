@@ -1,0 +1,90 @@
+"""Entry point ``tracing``: a CLIENT span per request, a SERVER span per
+handling, W3C trace context in message headers, trace ids in log records.
+
+Only hook implementations live here. The middleware factories import
+OpenTelemetry when a chain is composed (at start-up), never per message and
+never for ``cbs plugins``.
+"""
+
+from __future__ import annotations
+
+from cbs.kernel import (
+    Body,
+    ClientHandler,
+    ClientMiddleware,
+    MiddlewareRegistry,
+    OptionRegistry,
+    Served,
+    ServerHandler,
+    ServerMiddleware,
+    Target,
+    hookimpl,
+)
+
+#: Middleware order: outside the other middleware, so a span covers them
+#: (and a breaker's or metrics' log lines carry the trace id).
+ORDER = -900
+
+
+@hookimpl
+def cbs_add_options(options: OptionRegistry) -> None:
+    options.add(
+        "tracing_file",
+        help="also write every finished span to this file, one JSON object a line (debugging)",
+        env="CBS_TRACING_FILE",
+        metavar="PATH",
+    )
+    options.add(
+        "tracing_log_ids",
+        help="append trace and envelope ids to plain-text log lines (default: on)",
+        default=True,
+        type=bool,
+        env="CBS_TRACING_LOG_IDS",
+    )
+
+
+def _system(body: Body | None) -> str:
+    """``messaging.system``: the transport's name, once the body has one."""
+    bus = body.bus if body is not None else None
+    return bus.name if bus is not None else "cbs"
+
+
+def client_factory(body: Body | None = None) -> ClientMiddleware:
+    def factory(target: Target, call_next: ClientHandler) -> ClientHandler:
+        from cbs.tracing.middleware import traced_client
+
+        return traced_client(target, call_next, system=_system(body))
+
+    return factory
+
+
+def server_factory(body: Body | None = None) -> ServerMiddleware:
+    def factory(served: Served, call_next: ServerHandler) -> ServerHandler:
+        from cbs.tracing.middleware import traced_server
+
+        return traced_server(served, call_next, system=_system(body))
+
+    return factory
+
+
+@hookimpl
+def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
+    middleware.add_client("tracing", client_factory(body), order=ORDER)
+    middleware.add_server("tracing", server_factory(body), order=ORDER)
+
+
+@hookimpl
+def cbs_body_starting(body: Body) -> None:
+    from cbs.tracing import logs, otel
+
+    otel.configure(body.config.get("tracing_file"))
+    logs.install_record_factory()
+    if body.config.get("tracing_log_ids"):
+        logs.add_ids_to_text_logs()
+
+
+@hookimpl
+async def cbs_body_stopped(body: Body) -> None:
+    from cbs.tracing import otel
+
+    await otel.flush()
