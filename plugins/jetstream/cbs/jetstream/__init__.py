@@ -1,0 +1,6 @@
+"""JetStream persistence for CBS (``cbs-jetstream``): durable sends and cell
+inboxes, deduplication, retries with backoff, dead letters and replay.
+
+The entry point (:mod:`cbs.jetstream.plugin`) imports nothing heavy; nats-py is
+imported only when a body on the NATS transport starts. See docs/jetstream.md.
+"""

@@ -1,0 +1,391 @@
+"""A durable verb's inbox: its JetStream pull consumer, served by one instance.
+
+Every instance of a service pulls from the same durable consumer
+``CBS_{service}_{verb}``, so each stored request goes to one of them
+(work-queue semantics). Per instance:
+
+* **Pulling.** One pull request at a time asks for as many messages as there
+  are free handler slots (up to ``batch``), with a 5 s expiry. Messages are
+  handed to handlers as they arrive (no waiting for a full batch); the next
+  pull goes out when the previous one is used up or expired, and once at least
+  half the slots are free, so that pulls stay large under load. A reconnect
+  abandons the pull at once (the server forgot it).
+* **Bounded concurrency.** At most ``limit`` handlers run at once (the cell's
+  ``max_concurrency`` unless ``jetstream_concurrency`` says otherwise); the
+  server never has more than that many messages outstanding for this instance.
+* **Outcome.** Each message runs through the same server path as a request
+  (decode, middleware, schema check, handler, error reply). Success: ack. A
+  ``BadRequest`` reply: dead letter, then term (terminal, no retry). Any other
+  error: ``nak`` with a delay of ``min(backoff * 2 ** (n - 1), backoff_max)``
+  after delivery ``n``, until the last of ``max_deliveries``, which goes to
+  the dead letters. A message seen more often than that (its last run never
+  reported back: the process died, an ack was lost) goes to the dead letters
+  without running again.
+* **Long handlers** get an in-progress signal every ``ack_wait / 3`` so the
+  server does not redeliver a message that is still being worked on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from cbs.contracts import CbsError, Envelope, Internal, RawHandler, codec
+from cbs.jetstream.publish import GONE, publish_stored
+from cbs.jetstream.settings import consumer_name, dlq_subject, stream_name
+from cbs.kernel import Served
+from cbs.kernel.eager import start_eagerly
+
+if TYPE_CHECKING:
+    from cbs.jetstream.runtime import JetStreamRuntime
+
+#: The JetStream API subjects (no JetStream domain).
+API_PREFIX = "$JS.API"
+
+__all__ = ["DurableInbox", "DELIVERY_HEADER", "SEQUENCE_HEADER"]
+
+log = logging.getLogger("cbs.jetstream")
+
+#: Headers a durable handler sees besides the stored ones (current_request().headers).
+DELIVERY_HEADER = "Cbs-Delivery"  # 1 for the first delivery, 2 for the first retry, ...
+SEQUENCE_HEADER = "Cbs-Stream-Seq"  # the request's sequence in CBS_{service}
+
+#: Server-side expiry of one pull request, in seconds.
+PULL_EXPIRES = 5.0
+# An encoded error reply starts so: the codec sorts keys, and "error" < "id".
+_ERROR_PREFIX = b'{"error":'
+
+
+class _Pull:
+    __slots__ = ("batch", "description", "done", "received", "status")
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.received = 0
+        self.done = asyncio.Event()
+        self.status = ""
+        self.description = ""
+
+
+class DurableInbox:
+    """Serves one durable verb of one served cell. ``start()`` ensures the
+    streams and the consumer and begins pulling; ``stop()`` stops pulling and
+    waits (bounded) for the handlers running."""
+
+    def __init__(
+        self, runtime: JetStreamRuntime, served: Served, handler: RawHandler, limit: int
+    ) -> None:
+        self.runtime = runtime
+        self.served = served
+        self.service = served.cell.service
+        self.verb = served.endpoint.verb
+        self.stream = stream_name(self.service)
+        self.consumer = consumer_name(self.service, self.verb)
+        self._handler = handler
+        settings = runtime.settings
+        self._max = settings.max_deliveries
+        self._delay = settings.delay
+        self._batch = settings.batch
+        self.limit = limit
+        self._free = limit
+        self._threshold = max(1, min(limit, settings.batch) // 2)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._freed = asyncio.Event()
+        self._pulls: dict[str, _Pull] = {}  # reply subject -> pull, for its status
+        self._current: _Pull | None = None
+        self._running: dict[str, tuple[Msg, float]] = {}  # ack subject -> (msg, started)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sub: Subscription | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._inbox = ""
+        self._next_subject = ""
+        self._broken = False
+        self.stopped = False
+        #: Handlers running right now (for tests and stats).
+        self.busy = 0
+        self.peak = 0
+
+    def __repr__(self) -> str:
+        return f"<DurableInbox {self.consumer} busy={self.busy}/{self.limit}>"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.runtime.ensure_inbox(self.service, self.verb)
+        nc = self.runtime.nc
+        self._next_subject = f"{API_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
+        self._inbox = nc.new_inbox()
+        self._sub = await nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
+        self._loops = [
+            asyncio.create_task(self._pull_loop(), name=f"cbs-jetstream-pull-{self.consumer}"),
+            asyncio.create_task(self._keep_alive(), name=f"cbs-jetstream-wpi-{self.consumer}"),
+        ]
+        log.info(
+            "serving %s from consumer %s (up to %d at once)",
+            self.served.subject,
+            self.consumer,
+            self.limit,
+        )
+
+    async def stop(self, timeout: float) -> None:
+        """Stop pulling, let the messages already received run, wait up to
+        ``timeout`` seconds for the handlers, then cancel what still runs (those
+        messages are redelivered after ``ack_wait``)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                if self.runtime.nc.is_connected:
+                    drained = sub.drain()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(drained, max(deadline - loop.time(), 0.01))
+                else:
+                    await sub.unsubscribe()
+            except Exception as exc:  # stopping: never raise (timeout, connection gone)
+                log.debug("inbox %s: unsubscribe: %s", self.consumer, exc)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=max(deadline - loop.time(), 0))
+            if pending:
+                log.warning(
+                    "%s: %d durable handler(s) still running after %g s; they will be redelivered",
+                    self.served.subject,
+                    len(pending),
+                    timeout,
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- pulling ------------------------------------------------------------------------
+
+    async def _pull_loop(self) -> None:
+        nc = self.runtime.nc
+        loop = asyncio.get_running_loop()
+        expires = int(PULL_EXPIRES * 1e9)
+        tokens = itertools.count(1)
+        pause = 0.1
+        while True:
+            if self._broken:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                try:
+                    await self.runtime.ensure_inbox(self.service, self.verb, again=True)
+                except Exception as exc:
+                    log.debug("inbox %s: not ready yet: %s", self.consumer, exc)
+                    continue
+                self._broken = False
+            await self._room.wait()
+            batch = min(self._free, self._batch)
+            token = f"{self._inbox}.{next(tokens)}"
+            pull = self._pulls[token] = self._current = _Pull(batch)
+            request = orjson.dumps({"batch": batch, "expires": expires})
+            reconnects = nc.stats["reconnects"]
+            try:
+                await nc.publish(self._next_subject, request, reply=token)
+            except GONE:
+                self._pulls.pop(token, None)
+                self._current = None
+                self._broken = True
+                continue
+            give_up = loop.time() + PULL_EXPIRES + 1.0
+            while not pull.done.is_set():
+                try:
+                    await asyncio.wait_for(pull.done.wait(), 0.5)
+                except TimeoutError:
+                    if nc.stats["reconnects"] != reconnects or loop.time() > give_up:
+                        break  # the server forgot it
+            self._pulls.pop(token, None)
+            if self._current is pull:
+                self._current = None
+            if pull.status == "503" or (pull.status == "409" and "Deleted" in pull.description):
+                log.warning(
+                    "inbox %s: %s %s; re-creating the consumer",
+                    self.consumer,
+                    pull.status,
+                    pull.description or "no responders",
+                )
+                self._broken = True
+            elif pull.status in ("400", "409") and pull.description:
+                log.debug(
+                    "inbox %s: pull ended: %s %s", self.consumer, pull.status, pull.description
+                )
+            else:
+                pause = 0.1
+
+    async def _on_message(self, msg: Msg) -> None:
+        if not msg.reply:  # a status: 408 expired, 409 ..., 503 no responders, 100 heartbeat
+            headers = msg.headers or {}
+            status = headers.get("Status", "")
+            if status == "100":
+                return
+            pull = self._pulls.pop(msg.subject, None)
+            if pull is not None:
+                pull.status = status
+                pull.description = headers.get("Description", "")
+                pull.done.set()
+            return
+        # A delivered message carries its stream subject, not the pull's inbox:
+        # count it against the pull in progress (there is one at a time).
+        pull = self._current
+        if pull is not None:
+            pull.received += 1
+            if pull.received >= pull.batch:
+                self._current = None
+                pull.done.set()
+        while self._free <= 0:  # only after a reconnect: an old pull still delivering
+            self._freed.clear()
+            await self._freed.wait()
+        self._free -= 1
+        if self._free < self._threshold:
+            self._room.clear()
+        self.busy += 1
+        self.peak = max(self.peak, self.busy)
+        task = start_eagerly(self._handle(msg), asyncio.get_running_loop())
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _release(self) -> None:
+        self.busy -= 1
+        self._free += 1
+        self._freed.set()
+        if self._free >= self._threshold:
+            self._room.set()
+
+    async def _keep_alive(self) -> None:
+        period = max(self.runtime.settings.ack_wait / 3, 0.05)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for msg, started in list(self._running.values()):
+                if now - started >= period:
+                    try:
+                        await msg.in_progress()
+                    except Exception as exc:
+                        log.debug("inbox %s: in-progress signal: %s", self.consumer, exc)
+
+    # -- one message --------------------------------------------------------------------
+
+    async def _handle(self, msg: Msg) -> None:
+        key = msg.reply
+        self._running[key] = (msg, asyncio.get_running_loop().time())
+        try:
+            meta = msg.metadata
+            deliveries = meta.num_delivered
+            seq = meta.sequence.stream
+            if deliveries > self._max:
+                error = Internal(
+                    "Delivery limit reached", details={"deliveries": deliveries, "max": self._max}
+                )
+                await self._dead_letter(msg, self._error_reply(msg.data, error), deliveries, seq)
+                return
+            headers: dict[str, str] = dict(msg.headers) if msg.headers else {}
+            headers[DELIVERY_HEADER] = str(deliveries)
+            headers[SEQUENCE_HEADER] = str(seq)
+            reply = await self._handler(msg.data, headers)
+            if not reply.startswith(_ERROR_PREFIX):
+                await msg.ack()
+                return
+            error_obj = orjson.loads(reply).get("error") or {}
+            if error_obj.get("code") == "BadRequest" or deliveries >= self._max:
+                await self._dead_letter(msg, reply, deliveries, seq)
+            else:
+                await msg.nak(delay=self._delay(deliveries))
+        except GONE:
+            log.warning(
+                "%s: connection lost before the ack; the message will be redelivered",
+                self.served.subject,
+            )
+        except Exception:
+            log.exception("%s: durable delivery failed", self.served.subject)
+        finally:
+            del self._running[key]
+            self._release()
+
+    def _error_reply(self, data: bytes, error: CbsError) -> bytes:
+        """An encoded error reply to the stored request (or, if it does not
+        decode, to a stand-in request with the endpoint's schema)."""
+        cell, endpoint = self.served.cell, self.served.endpoint
+        try:
+            request = codec.decode(data)
+        except CbsError:
+            request = Envelope.request(self.service, self.verb, {}, schema=endpoint.schema)
+        return codec.encode(request.error_reply(error, schema=cell.error_schema))
+
+    async def _dead_letter(self, msg: Msg, reply: bytes, deliveries: int, seq: int) -> None:
+        """Store the request in ``CBS_DLQ_{service}`` with the error, then term
+        it. If that fails, nak it: it comes back, past the limit, and is tried
+        again (without running the handler)."""
+        error = orjson.loads(reply)
+        headers = {
+            k: v for k, v in (msg.headers or {}).items() if not k.startswith(("Nats-", "Cbs-"))
+        }
+        headers.update(dead_letter_headers(self.stream, seq, msg.subject, error, deliveries))
+        try:
+            await publish_stored(
+                self.runtime.js,
+                dlq_subject(self.service, self.verb),
+                msg.data,
+                headers,
+                timeout=self.runtime.settings.publish_timeout,
+                on_no_stream=lambda: self.runtime.ensure_inbox(self.service, self.verb, again=True),
+            )
+        except CbsError as exc:
+            log.error(
+                "%s: dead letter of stream sequence %d not stored (%s); retrying later",
+                self.served.subject,
+                seq,
+                exc,
+            )
+            await msg.nak(delay=self._delay(deliveries))
+            return
+        await msg.term()
+        err = error.get("error") or {}
+        log.warning(
+            "%s: envelope %s (sequence %d) dead-lettered at delivery %d: %s: %s",
+            self.served.subject,
+            error.get("id"),
+            seq,
+            deliveries,
+            err.get("code"),
+            err.get("message"),
+        )
+
+
+#: Headers of a dead letter (its data is the request envelope as stored).
+ERROR_HEADER = "Cbs-Error"  # the error reply envelope, JSON (ASCII)
+DELIVERIES_HEADER = "Cbs-Deliveries"
+STREAM_HEADER = "Cbs-Stream"
+STREAM_SEQ_HEADER = "Cbs-Stream-Seq"
+SUBJECT_HEADER = "Cbs-Subject"
+
+
+def dead_letter_headers(
+    stream: str, seq: int, subject: str, error_reply: Mapping[str, Any], deliveries: int
+) -> dict[str, str]:
+    return {
+        # Dead-lettering the same stored message twice (a crash between storing
+        # the dead letter and the term) stores it once, inside the window.
+        "Nats-Msg-Id": f"{stream}.{seq}.dlq",
+        ERROR_HEADER: json.dumps(error_reply, ensure_ascii=True, separators=(",", ":")),
+        DELIVERIES_HEADER: str(deliveries),
+        STREAM_HEADER: stream,
+        STREAM_SEQ_HEADER: str(seq),
+        SUBJECT_HEADER: subject,
+    }

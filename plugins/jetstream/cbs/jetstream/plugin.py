@@ -1,0 +1,241 @@
+"""Entry point ``jetstream``: options, the durable sender, durable inboxes and
+the ``send``, ``replay`` and ``dlq`` commands.
+
+Only hook implementations live here; nats-py is imported when a body on the
+NATS transport starts, so ``cbs plugins`` stays fast. Nothing happens on
+other transports: ``Body.send`` then raises ``Unavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from cbs.contracts import Cell
+from cbs.jetstream.commands import (
+    configure_dlq,
+    configure_replay,
+    configure_send,
+    run_dlq,
+    run_replay,
+    run_send,
+)
+from cbs.jetstream.settings import Settings, durable_verbs, parse_duration
+from cbs.kernel import (
+    DURABLE_SENDER,
+    Body,
+    CommandRegistry,
+    OptionRegistry,
+    StashKey,
+    hookimpl,
+)
+
+if TYPE_CHECKING:
+    from cbs.jetstream.runtime import JetStreamRuntime
+
+log = logging.getLogger("cbs.jetstream")
+
+SETTINGS: StashKey[Settings] = StashKey()
+RUNTIME: StashKey[JetStreamRuntime] = StashKey()
+
+
+@hookimpl
+def cbs_add_options(options: OptionRegistry) -> None:
+    options.add(
+        "durable",
+        help="verbs of existing cells to serve from a durable inbox too:"
+        " SERVICE.VERB or SERVICE.*, comma-separated (e.g. printer.write)",
+        env="CBS_DURABLE",
+        metavar="LIST",
+    )
+    add = options.add
+    add(
+        "jetstream_max_deliveries",
+        help="deliveries of a durable request before it goes to the dead letters (default: 5)",
+        default=5,
+        type=int,
+        env="CBS_JETSTREAM_MAX_DELIVERIES",
+        metavar="N",
+    )
+    add(
+        "jetstream_backoff",
+        help="delay before the first redelivery, doubled each time (default: 1s)",
+        default=1.0,
+        type=parse_duration,
+        env="CBS_JETSTREAM_BACKOFF",
+        metavar="DURATION",
+    )
+    add(
+        "jetstream_backoff_max",
+        help="longest delay between two deliveries (default: 60s)",
+        default=60.0,
+        type=parse_duration,
+        env="CBS_JETSTREAM_BACKOFF_MAX",
+        metavar="DURATION",
+    )
+    add(
+        "jetstream_ack_wait",
+        help="redeliver a message whose handler gave no sign for this long (default: 30s)",
+        default=30.0,
+        type=parse_duration,
+        env="CBS_JETSTREAM_ACK_WAIT",
+        metavar="DURATION",
+    )
+    add(
+        "jetstream_max_age",
+        help="how long streams keep requests and dead letters (default: 7d)",
+        default=7 * 86400.0,
+        type=parse_duration,
+        env="CBS_JETSTREAM_MAX_AGE",
+        metavar="DURATION",
+    )
+    add(
+        "jetstream_duplicate_window",
+        help="a resend with the same envelope id within this is stored once (default: 2m)",
+        default=120.0,
+        type=parse_duration,
+        env="CBS_JETSTREAM_DUPLICATE_WINDOW",
+        metavar="DURATION",
+    )
+    add(
+        "jetstream_replicas",
+        help="replicas of streams and consumers: 1, or 3 on a cluster (default: 1)",
+        default=1,
+        type=int,
+        env="CBS_JETSTREAM_REPLICAS",
+        metavar="N",
+    )
+    add(
+        "jetstream_batch",
+        help="most messages one pull asks for (default: 256)",
+        default=256,
+        type=int,
+        env="CBS_JETSTREAM_BATCH",
+        metavar="N",
+    )
+    add(
+        "jetstream_concurrency",
+        help="durable handlers per verb and instance (default: the cell's max_concurrency)",
+        type=int,
+        env="CBS_JETSTREAM_CONCURRENCY",
+        metavar="N",
+    )
+    add(
+        "jetstream_publish_timeout",
+        help="how long a durable send retries before it fails (default: 10s)",
+        default=10.0,
+        type=parse_duration,
+        env="CBS_JETSTREAM_PUBLISH_TIMEOUT",
+        metavar="DURATION",
+    )
+
+
+@hookimpl
+def cbs_add_commands(commands: CommandRegistry) -> None:
+    commands.add(
+        "send",
+        help="store one request durably (JetStream) and print its envelope id",
+        run=run_send,
+        configure=configure_send,
+    )
+    commands.add(
+        "replay",
+        help="re-deliver stored requests of a service (by time or sequence)",
+        run=run_replay,
+        configure=configure_replay,
+    )
+    commands.add(
+        "dlq",
+        help="dead letters of a service: list, show, retry, purge",
+        run=run_dlq,
+        configure=configure_dlq,
+    )
+
+
+def _settings(body: Body) -> Settings:
+    settings = body.stash.get(SETTINGS, None)
+    if settings is None:
+        settings = body.stash[SETTINGS] = Settings.from_config(body.config)
+    return settings
+
+
+def _runtime(body: Body) -> JetStreamRuntime | None:
+    """The plugin's state on a body connected to NATS (``None`` on other buses)."""
+    bus = body.bus
+    if bus is None or bus.name != "nats":
+        return None
+    runtime = body.stash.get(RUNTIME, None)
+    if runtime is None:
+        from cbs.jetstream.runtime import JetStreamRuntime
+
+        nats_bus = bus  # a cbs.nats.transport.NatsBus
+        runtime = JetStreamRuntime(
+            nats_bus.client,  # type: ignore[attr-defined]
+            _settings(body),
+            url=getattr(nats_bus, "url", ""),
+        )
+        body.stash[RUNTIME] = runtime
+    return runtime
+
+
+@hookimpl
+def cbs_body_starting(body: Body) -> None:
+    # Bad option values fail the start with one line, before anything connects.
+    body.stash[SETTINGS] = Settings.from_config(body.config)
+
+
+@hookimpl
+async def cbs_cell_started(body: Body, cell: Cell) -> None:
+    endpoints = durable_verbs(cell, _settings(body).durable)
+    if not endpoints:
+        return
+    runtime = _runtime(body)
+    if runtime is None:
+        name = body.bus.name if body.bus else "?"
+        log.warning(
+            "cell %s: durable verbs (%s) served by request/reply only: the %s transport"
+            " keeps nothing",
+            cell.id,
+            ", ".join(e.verb for e in endpoints),
+            name,
+        )
+        return
+    await runtime.serve(body, cell, endpoints)
+
+
+@hookimpl
+def cbs_body_started(body: Body) -> None:
+    runtime = _runtime(body)
+    if runtime is not None:
+        body.stash[DURABLE_SENDER] = runtime.send
+
+
+def _drain_timeout(body: Body) -> float:
+    return float(body.config.get("drain_timeout") or 10.0)
+
+
+@hookimpl
+async def cbs_body_stopping(body: Body) -> None:
+    if DURABLE_SENDER in body.stash:
+        del body.stash[DURABLE_SENDER]
+    runtime = body.stash.get(RUNTIME, None)
+    if runtime is not None:
+        await runtime.stop(_drain_timeout(body))
+
+
+@hookimpl
+async def cbs_cell_stopped(body: Body, cell: Cell) -> None:
+    # After a failed start, cbs_body_stopping does not run: stop the cell's inboxes here.
+    runtime = body.stash.get(RUNTIME, None)
+    if runtime is not None:
+        await runtime.stop_cell(cell.id, _drain_timeout(body))
+
+
+@hookimpl
+def cbs_body_stopped(body: Body) -> None:
+    if DURABLE_SENDER in body.stash:
+        del body.stash[DURABLE_SENDER]
+    if RUNTIME in body.stash:
+        del body.stash[RUNTIME]
+    if SETTINGS in body.stash:
+        del body.stash[SETTINGS]

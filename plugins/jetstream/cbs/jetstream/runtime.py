@@ -1,0 +1,140 @@
+"""What the plugin keeps per started body: the JetStream context, the durable
+sender installed as ``body.stash[DURABLE_SENDER]``, the inboxes it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+
+from cbs.contracts import Cell, Endpoint, Envelope, Unavailable, codec
+from cbs.jetstream.inbox import API_PREFIX, DurableInbox
+from cbs.jetstream.publish import publish_stored
+from cbs.jetstream.settings import Settings, durable_subject, stream_name
+from cbs.jetstream.streams import (
+    dlq_config,
+    ensure_consumer,
+    ensure_stream,
+    inbox_config,
+    requests_config,
+)
+from cbs.kernel import Body, ConfigError, Served
+from cbs.kernel.middleware import server_endpoint
+
+__all__ = ["JetStreamRuntime", "API_PREFIX"]
+
+log = logging.getLogger("cbs.jetstream")
+
+_NOT_READY = (
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+class JetStreamRuntime:
+    """The plugin's state on one started body."""
+
+    def __init__(self, nc: Client, settings: Settings, *, url: str = "") -> None:
+        self.nc = nc
+        self.settings = settings
+        self.url = url
+        self.js = nc.jetstream(prefix=API_PREFIX, timeout=min(settings.publish_timeout, 5.0))
+        self.jsm = self.js  # a JetStreamContext is also the manager
+        self._ready: set[str] = set()  # streams and consumers known to be in place
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._services: set[str] = set()  # services whose stream send() has ensured
+        self.inboxes: dict[str, list[DurableInbox]] = {}  # cell id -> its inboxes
+
+    # -- streams ------------------------------------------------------------------------
+
+    async def _once(self, key: str, again: bool, make: Any) -> None:
+        if key in self._ready and not again:
+            return
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key in self._ready and not again:
+                return
+            try:
+                await make()
+            except _NOT_READY as exc:
+                raise Unavailable(
+                    f"JetStream does not answer on {self.url or 'NATS'}"
+                    f" ({type(exc).__name__}): is it enabled (nats-server -js)?"
+                ) from exc
+            except nats.js.errors.APIError as exc:
+                raise ConfigError(f"{key}: JetStream refused: {exc.description}") from exc
+            self._ready.add(key)
+
+    async def ensure_service(self, service: str, *, again: bool = False) -> None:
+        """The stream ``CBS_{service}`` exists with these settings."""
+        await self._once(
+            stream_name(service),
+            again,
+            lambda: ensure_stream(self.jsm, requests_config(service, self.settings)),
+        )
+
+    async def ensure_inbox(self, service: str, verb: str, *, again: bool = False) -> None:
+        """The request stream, the dead-letter stream and the verb's consumer exist."""
+        await self.ensure_service(service, again=again)
+
+        async def make() -> None:
+            await ensure_stream(self.jsm, dlq_config(service, self.settings))
+            await ensure_consumer(
+                self.jsm, stream_name(service), inbox_config(service, verb, self.settings)
+            )
+
+        await self._once(f"{service}.{verb}", again, make)
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def send(self, envelope: Envelope, headers: dict[str, str]) -> None:
+        """The durable sender: store the request in ``CBS_{service}`` with
+        ``Nats-Msg-Id`` = envelope id; return after the PubAck."""
+        service = envelope.service
+        if service not in self._services:
+            await self.ensure_service(service)
+            self._services.add(service)
+        headers["Nats-Msg-Id"] = envelope.id
+        await publish_stored(
+            self.js,
+            durable_subject(service, envelope.verb),
+            codec.encode(envelope),
+            headers,
+            timeout=self.settings.publish_timeout,
+            on_no_stream=lambda: self.ensure_service(service, again=True),
+        )
+
+    # -- serving ------------------------------------------------------------------------
+
+    async def serve(self, body: Body, cell: Cell, endpoints: Sequence[Endpoint]) -> None:
+        """Start an inbox for each durable endpoint of a served cell."""
+        factories = body.middleware.server_factories()
+        limit = self.settings.concurrency or cell.max_concurrency
+        started = self.inboxes.setdefault(cell.id, [])
+        for endpoint in endpoints:
+            served = Served(cell, endpoint)
+            inbox = DurableInbox(self, served, server_endpoint(served, factories), limit)
+            try:
+                await inbox.start()
+            except ConfigError:
+                raise
+            except Unavailable as exc:
+                raise ConfigError(
+                    f"durable verb {cell.service}.{endpoint.verb} cannot be served: {exc.message}"
+                ) from exc
+            started.append(inbox)
+
+    async def stop_cell(self, cell_id: str, timeout: float) -> None:
+        inboxes = self.inboxes.pop(cell_id, [])
+        await asyncio.gather(*(inbox.stop(timeout) for inbox in inboxes))
+
+    async def stop(self, timeout: float) -> None:
+        inboxes = [inbox for group in self.inboxes.values() for inbox in group]
+        self.inboxes.clear()
+        await asyncio.gather(*(inbox.stop(timeout) for inbox in inboxes))
