@@ -166,6 +166,164 @@ async def nats_split(runner: Runner, url: str) -> None:
         responder.wait(10)
 
 
+async def observability(runner: Runner) -> None:
+    """CBS over NATS with cbs-tracing and cbs-metrics installed against CBS
+    without them. Each stack has its own nats-server: the bench cell's queue
+    group would otherwise mix the two responders. First as installed (no
+    OTEL_* variables: trace context propagates, spans are not recorded), then
+    with spans recorded into a batch processor whose exporter drops them."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from cbs.metrics import plugin as metrics_plugin
+    from cbs.tracing import plugin as tracing_plugin
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    observed = (nats_plugin, tracing_plugin, metrics_plugin)
+    with (
+        NatsServer(jetstream=False) as plain,
+        NatsServer(jetstream=False) as light,
+        NatsServer(jetstream=False) as recorded,
+    ):
+        bodies = [
+            make_body(*plugins, nats_url=server.url)
+            for server, plugins in (
+                (plain, (nats_plugin,)),
+                (light, observed),
+                (recorded, observed),
+            )
+            for _ in ("responder", "caller")
+        ]
+        try:
+            pairs = list(zip(bodies[::2], bodies[1::2], strict=True))
+            plain_call, light_call, recorded_call = (cbs_call(c) for _, c in pairs)
+            for responder, caller in pairs[:2]:
+                await responder.start()
+                await caller.start(serve=False)
+            await runner.compare(
+                "observability", ("cbs", plain_call), [("cbs+tracing+metrics", light_call)]
+            )
+            # A chain picks its mode when composed: the third pair starts (and
+            # composes) after a TracerProvider is installed; the others keep theirs.
+            if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+                provider = TracerProvider()
+                provider.add_span_processor(BatchSpanProcessor(Drop()))
+                trace.set_tracer_provider(provider)
+            await pairs[2][0].start()
+            await pairs[2][1].start(serve=False)
+            await runner.compare(
+                "observability rec",
+                ("cbs", plain_call),
+                [("cbs+tracing+metrics", recorded_call)],
+            )
+        finally:
+            for body in reversed(bodies):
+                await body.stop()
+
+
+async def resilience(runner: Runner, url: str) -> None:
+    """Callers of one responder, over NATS: plain CBS, and CBS with cbs-breaker
+    (deadline, circuit breaker and attempt-timeout layers), as installed (each
+    request carries a cbs-deadline header) and with propagate_deadline off. The
+    responder has cbs-breaker too, so headed requests pay for its deadline
+    guard; requests without the header pass it with one dict lookup."""
+    from cbs.breaker import plugin as breaker_plugin
+
+    no_header = {"default": {"propagate_deadline": False}}
+    responder = make_body(nats_plugin, breaker_plugin, nats_url=url)
+    callers = [
+        make_body(nats_plugin, nats_url=url),
+        make_body(nats_plugin, breaker_plugin, nats_url=url),
+        make_body(nats_plugin, breaker_plugin, nats_url=url, breaker_config=no_header),
+    ]
+    await responder.start()
+    try:
+        for caller in callers:
+            await caller.start(serve=False)
+        plain, guarded, headless = (cbs_call(caller) for caller in callers)
+        await runner.compare(
+            "breaker",
+            ("cbs", plain),
+            [("cbs+breaker", guarded), ("cbs+breaker no header", headless)],
+        )
+    finally:
+        for body in (*reversed(callers), responder):
+            await body.stop()
+
+
+async def durable_send(runner: Runner) -> None:
+    """cbs-jetstream: ``Body.send`` (envelope, ``Nats-Msg-Id``, PubAck) against
+    raw ``js.publish`` of the same payload with a ``Nats-Msg-Id``, each into its
+    own stream with the same settings (file storage, 7 d, 2 min duplicate
+    window), on one nats-server with JetStream and ``sync_interval: always``.
+
+    Every publish waits for an fsync, whose time swings by 2x within seconds
+    here, so the stacks alternate in short chunks (raw, cbs, cbs, raw, ...)
+    instead of whole rounds; throughput is over all chunks of a stack."""
+    import orjson
+
+    from cbs.jetstream import plugin as jetstream_plugin
+    from cbs.jetstream.settings import Settings
+    from cbs.jetstream.streams import requests_config
+
+    with NatsServer() as server:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(requests_config("bench_raw", Settings()))
+        sender = make_body(nats_plugin, jetstream_plugin, nats_url=server.url)
+        await sender.start(serve=False)
+
+        async def raw_publish(payload: dict[str, Any]) -> dict[str, Any]:
+            msg_id = os.urandom(16).hex()
+            await js.publish(
+                "cbsd.bench_raw.echo", orjson.dumps(payload), headers={"Nats-Msg-Id": msg_id}
+            )
+            return payload
+
+        async def cbs_send(payload: dict[str, Any]) -> dict[str, Any]:
+            await sender.send("bench", "echo", payload)
+            return payload
+
+        stacks = [("raw js.publish", raw_publish), ("cbs send", cbs_send)]
+        try:
+            for mode, (count, in_flight) in runner.counts.items():
+                chunks = max(8, 8 * runner.args.rounds)
+                size = max(50, count // chunks)
+                for _, call in stacks:
+                    await measure(call, size, in_flight)  # warm-up
+                parts: dict[str, list[dict[str, float]]] = {name: [] for name, _ in stacks}
+                for i in range(chunks):
+                    for name, call in stacks if i % 4 in (0, 3) else stacks[::-1]:
+                        parts[name].append(await measure(call, size, in_flight))
+                base: dict[str, float] = {}
+                for name, results in parts.items():
+                    row: dict[str, Any] = {
+                        "scenario": "jetstream",
+                        "mode": mode,
+                        "stack": name,
+                        "count": size * chunks,
+                        "in_flight": in_flight,
+                        "rounds": results,
+                        "rps": size * chunks / sum(size / r["rps"] for r in results),
+                        "p50_us": statistics.median(r["p50_us"] for r in results),
+                        "p99_us": statistics.median(r["p99_us"] for r in results),
+                    }
+                    if not base:
+                        base = row
+                    else:
+                        row["ratio"] = row["rps"] / base["rps"]
+                        row["p50_ratio"] = row["p50_us"] / base["p50_us"]
+                    runner.rows.append(row)
+                    runner.print_row(row)
+        finally:
+            await sender.stop()
+            await nc.close()
+
+
 async def local_bus(runner: Runner) -> None:
     body = make_body(transport="local")
     await body.start()
@@ -201,7 +359,11 @@ BUDGET: list[tuple[str, str, str, str, Callable[[float], bool], str]] = [
     ("nats same-process", SEQUENTIAL, "cbs", "p50_ratio", lambda v: v <= 1.15, "<= 1.15x p50"),
     ("nats split-process", SEQUENTIAL, "cbs", "p50_ratio", lambda v: v <= 1.15, "<= 1.15x p50"),
     ("local bus", CONCURRENT, "cbs", "ratio", lambda v: v >= 0.5, ">= 0.50x throughput"),
+    ("observability", CONCURRENT, "cbs+tracing+metrics", "ratio", lambda v: v >= 0.8, ">= 0.80x"),
     ("local bus", SEQUENTIAL, "cbs", "ratio", lambda v: v >= 0.5, ">= 0.50x throughput"),
+    ("breaker", CONCURRENT, "cbs+breaker", "ratio", lambda v: v >= 0.9, ">= 0.90x throughput"),
+    ("jetstream", CONCURRENT, "cbs send", "ratio", lambda v: v >= 0.85, ">= 0.85x throughput"),
+    ("jetstream", SEQUENTIAL, "cbs send", "ratio", lambda v: v >= 0.85, ">= 0.85x throughput"),
 ]
 
 
@@ -269,6 +431,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await nats_same_process(runner, server.url)
         if args.split:
             await nats_split(runner, server.url)
+        await resilience(runner, server.url)
+    await observability(runner)
+    await durable_send(runner)
     await local_bus(runner)
     startup = {} if args.no_startup else startup_figures(args.startup_runs)
     for name, seconds in startup.items():
