@@ -421,21 +421,35 @@ def machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": model}
 
 
+SCENARIOS = ("nats", "breaker", "observability", "jetstream", "local", "startup")
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     runner = Runner(args)
     print(
         f"{'scenario':<18} {'mode':<11} {'stack':<22} {'req/s':>9} {'p50 us':>8} {'p99 us':>8}"
         f"  {'ratio':>7} {'p50 r':>7}"
     )
+    wanted = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    unknown = wanted - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenario {sorted(unknown)[0]!r}; choose from {SCENARIOS}")
     with NatsServer(jetstream=False) as server:
-        await nats_same_process(runner, server.url)
-        if args.split:
-            await nats_split(runner, server.url)
-        await resilience(runner, server.url)
-    await observability(runner)
-    await durable_send(runner)
-    await local_bus(runner)
-    startup = {} if args.no_startup else startup_figures(args.startup_runs)
+        if "nats" in wanted:
+            await nats_same_process(runner, server.url)
+            if args.split:
+                await nats_split(runner, server.url)
+        if "breaker" in wanted:
+            await resilience(runner, server.url)
+    if "observability" in wanted:
+        await observability(runner)
+    if "jetstream" in wanted:
+        await durable_send(runner)
+    if "local" in wanted:
+        await local_bus(runner)
+    startup = (
+        {} if args.no_startup or "startup" not in wanted else startup_figures(args.startup_runs)
+    )
     for name, seconds in startup.items():
         print(f"{name:<30} {seconds:.3f} s (median of {args.startup_runs})")
     verdicts = check_budget(runner.rows, startup)
@@ -459,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--only", metavar="NAMES", help=f"comma-separated scenarios, from {','.join(SCENARIOS)}"
     )
     parser.add_argument("--sequential", type=int, default=5000, help="requests, one at a time")
     parser.add_argument("--concurrent", type=int, default=20000, help="requests, 64 in flight")
