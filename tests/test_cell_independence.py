@@ -15,7 +15,8 @@ import pytest
 
 from cbs.contracts import NotFound
 from cbs.greeter import make_greet, make_print_greeting, make_prompt_name
-from cbs.kernel import Body, Cell, CellRegistry, Config, hookimpl
+from cbs.kernel import Body, Cell
+from cbs.testing import CellsPlugin
 
 SCHEMA = "data/v1/Numbers"
 
@@ -61,17 +62,6 @@ def make_format_data() -> Cell:
     return cell
 
 
-class Cells:
-    def __init__(self, *cells: Cell) -> None:
-        self._cells = cells
-        self.name = "cells_" + "_".join(c.id for c in cells)
-
-    @hookimpl
-    def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
-        for cell in self._cells:
-            cells.add(cell)
-
-
 async def greeting_flow(body: Body, name_input: str) -> None:
     name = (await body.request("prompt_name", "read", {}))["name"]
     assert name == name_input
@@ -103,7 +93,7 @@ def all_cells(greetings: io.StringIO, results: io.StringIO) -> dict[str, Cell]:
 
 async def test_both_flows_run_side_by_side(make_body: Any) -> None:
     greetings, results = io.StringIO(), io.StringIO()
-    body = make_body(Cells(*all_cells(greetings, results).values()))
+    body = make_body(CellsPlugin(*all_cells(greetings, results).values()))
     await body.start()
     await greeting_flow(body, "Ada")
     await data_flow(body)
@@ -118,7 +108,7 @@ async def test_removing_a_greeting_cell_leaves_the_data_flow_working(
     greetings, results = io.StringIO(), io.StringIO()
     cells = all_cells(greetings, results)
     del cells[removed]
-    body = make_body(Cells(*cells.values()))
+    body = make_body(CellsPlugin(*cells.values()))
     await body.start()
     with pytest.raises(NotFound):
         await greeting_flow(body, "Ada")
@@ -133,7 +123,7 @@ async def test_removing_a_data_cell_leaves_the_greeting_flow_working(
     greetings, results = io.StringIO(), io.StringIO()
     cells = all_cells(greetings, results)
     del cells[removed]
-    body = make_body(Cells(*cells.values()))
+    body = make_body(CellsPlugin(*cells.values()))
     await body.start()
     with pytest.raises(NotFound):
         await data_flow(body)
@@ -146,7 +136,7 @@ async def test_adding_format_data_needs_no_change_to_existing_cells(make_body: A
     existing = all_cells(greetings, results)
     manifests_before = {cid: c.manifest() for cid, c in existing.items()}
     # A new plugin adds the new cell; the existing cells are the very same objects.
-    body = make_body(Cells(*existing.values()), Cells(make_format_data()))
+    body = make_body(CellsPlugin(*existing.values()), CellsPlugin(make_format_data()))
     await body.start()
     await data_flow(body, formatted=True)
     await greeting_flow(body, "Ada")

@@ -10,21 +10,9 @@ import pytest
 
 from cbs.contracts import BadRequest, Internal, NotFound, Timeout, Unavailable, codec
 from cbs.greeter import plugin as greeter_plugin
-from cbs.kernel import Body, Cell, CellRegistry, Config, MiddlewareRegistry, hookimpl
+from cbs.kernel import Body, Cell, Config, MiddlewareRegistry, hookimpl
 from cbs.kernel.middleware import current_request
-
-
-class CellsPlugin:
-    """A plugin registering the given cells."""
-
-    def __init__(self, *cells: Cell) -> None:
-        self._cells = cells
-        self.name = "cells_" + "_".join(c.id for c in cells)
-
-    @hookimpl
-    def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
-        for cell in self._cells:
-            cells.add(cell)
+from cbs.testing import CellsPlugin
 
 
 async def test_greeting_flow_on_local_bus(make_body: Any) -> None:

@@ -10,20 +10,10 @@ import pytest
 
 from cbs.contracts import BadRequest, Envelope, Internal, NotFound, Timeout, Unavailable, codec
 from cbs.greeter import plugin as greeter_plugin
-from cbs.kernel import Body, Cell, CellRegistry, Config, hookimpl
+from cbs.kernel import Body, Cell
 from cbs.kernel.middleware import current_request
 from cbs.nats import plugin as nats_plugin
-
-
-class CellsPlugin:
-    def __init__(self, *cells: Cell) -> None:
-        self._cells = cells
-        self.name = "cells_" + "_".join(c.id for c in cells)
-
-    @hookimpl
-    def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
-        for cell in self._cells:
-            cells.add(cell)
+from cbs.testing import CellsPlugin
 
 
 def test_cells() -> Cell:

@@ -18,6 +18,8 @@ Fixtures:
 
 Helpers usable without pytest:
 
+* :class:`CellsPlugin`: a plugin registering the cells you give it, for
+  ``make_body(CellsPlugin(cell_a, cell_b))``.
 * :func:`call_cell`: one request to one cell, through the same server path as
   a bus delivery (codec, schema check, error replies), without any bus.
 """
@@ -32,7 +34,10 @@ import pytest_asyncio
 
 from cbs.contracts import CbsError, Cell, Envelope, codec
 from cbs.kernel.body import Body
+from cbs.kernel.config import Config
 from cbs.kernel.middleware import Served, ServerMiddleware, server_endpoint
+from cbs.kernel.plugins import hookimpl
+from cbs.kernel.registries import CellRegistry
 
 __all__ = [
     "call_cell",
@@ -41,6 +46,7 @@ __all__ = [
     "make_body",
     "hook_recorder",
     "nats_server",
+    "CellsPlugin",
 ]
 
 
@@ -78,6 +84,19 @@ async def call_cell(
         raise CbsError.from_wire(reply.error)
     assert reply.payload is not None
     return reply.payload
+
+
+class CellsPlugin:
+    """A plugin that registers the given cells (named after their ids)."""
+
+    def __init__(self, *cells: Cell) -> None:
+        self._cells = cells
+        self.name = "cells_" + "_".join(c.id for c in cells)
+
+    @hookimpl
+    def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
+        for cell in self._cells:
+            cells.add(cell)
 
 
 class HookRecorder:
