@@ -80,6 +80,13 @@ class EndpointStats:
         code = error_code(exc)
         self.errors[code] = self.errors.get(code, 0) + 1
 
+    def finished(self, elapsed: float) -> None:
+        """One request left, after ``elapsed`` seconds."""
+        self.in_flight -= 1
+        self.requests += 1
+        self.buckets[bisect_left(BUCKETS, elapsed)] += 1
+        self.seconds += elapsed
+
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
@@ -128,7 +135,6 @@ def client_middleware(stats: BodyStats) -> ClientMiddleware:
 
     def factory(target: Target, call_next: ClientHandler) -> ClientHandler:
         endpoint = stats.client_endpoint(target)
-        buckets = endpoint.buckets
         clock = time.perf_counter
 
         async def measured(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
@@ -140,11 +146,7 @@ def client_middleware(stats: BodyStats) -> ClientMiddleware:
                 endpoint.failed(exc)
                 raise
             finally:
-                elapsed = clock() - began
-                endpoint.in_flight -= 1
-                endpoint.requests += 1
-                buckets[bisect_left(BUCKETS, elapsed)] += 1
-                endpoint.seconds += elapsed
+                endpoint.finished(clock() - began)
 
         return measured
 
@@ -156,7 +158,6 @@ def server_middleware(stats: BodyStats) -> ServerMiddleware:
 
     def factory(served: Served, call_next: ServerHandler) -> ServerHandler:
         endpoint = stats.server_endpoint(served)
-        buckets = endpoint.buckets
         clock = time.perf_counter
 
         async def measured(request: Envelope, headers: Mapping[str, str]) -> Envelope:
@@ -168,11 +169,7 @@ def server_middleware(stats: BodyStats) -> ServerMiddleware:
                 endpoint.failed(exc)
                 raise
             finally:
-                elapsed = clock() - began
-                endpoint.in_flight -= 1
-                endpoint.requests += 1
-                buckets[bisect_left(BUCKETS, elapsed)] += 1
-                endpoint.seconds += elapsed
+                endpoint.finished(clock() - began)
 
         return measured
 
