@@ -1,1 +1,1 @@
-pytest_plugins = ["cbs.testing"]
+pytest_plugins = ["cbs.testing", "cbs_process"]

@@ -9,13 +9,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import nats
 import pytest
+from cbs_process import CLI, CbsProcess
 
 from cbs.contracts import BadRequest
 from cbs.greeter import plugin as greeter_plugin
@@ -23,7 +22,6 @@ from cbs.nats import plugin as nats_plugin
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("CBS_", "NATS_"))}
 ENV["CBS_PLUGINS"] = "greeter,nats"
-CLI = [sys.executable, "-m", "cbs.kernel.cli"]
 
 
 def alive(pid: int) -> bool:
@@ -48,48 +46,6 @@ def wait_gone(pid: int, seconds: float = 10) -> bool:
     return False
 
 
-class Proc:
-    """A ``cbs`` subprocess whose stderr we read line by line."""
-
-    def __init__(self, *args: str) -> None:
-        self.popen = subprocess.Popen(
-            [*CLI, *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.lines: list[str] = []
-
-    def wait_for(self, pattern: str, seconds: float = 20) -> re.Match[str]:
-        assert self.popen.stderr is not None
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            line = self.popen.stderr.readline()
-            if not line and self.popen.poll() is not None:
-                break
-            self.lines.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-        raise AssertionError(f"no {pattern!r} in: {''.join(self.lines)}")
-
-    def stop(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                return self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-        return self.popen.wait(20)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        if proc.popen.poll() is None:
-            proc.popen.kill()
-            proc.popen.wait(10)
-
-
 async def srv(url: str, subject: str, wait: float = 1.0) -> list[dict[str, Any]]:
     """All replies to a plain-NATS request on ``subject`` within ``wait`` seconds."""
     nc = await nats.connect(url)
@@ -109,17 +65,17 @@ async def srv(url: str, subject: str, wait: float = 1.0) -> list[dict[str, Any]]
     return replies
 
 
-def serve_in_two_processes(url: str, procs: list[Proc]) -> None:
+def serve_in_two_processes(url: str, processes: list[CbsProcess]) -> None:
     for _ in range(2):
-        proc = Proc("run", "--nats-url", url)
-        procs.append(proc)
+        proc = CbsProcess("run", "--nats-url", url, env=ENV)
+        processes.append(proc)
         proc.wait_for("serving cells")
 
 
 async def test_two_processes_share_the_load_and_discovery_sees_both(
-    nats_server: Any, procs: list[Proc], make_body: Any
+    nats_server: Any, processes: list[CbsProcess], make_body: Any
 ) -> None:
-    serve_in_two_processes(nats_server.url, procs)
+    serve_in_two_processes(nats_server.url, processes)
     # One PING reply per cell instance: 3 cells x 2 processes.
     pings = await srv(nats_server.url, "$SRV.PING")
     assert len(pings) == 6
@@ -150,8 +106,8 @@ async def test_two_processes_share_the_load_and_discovery_sees_both(
     assert greet["instances"] == 2 and greet["requests"] == 100
     assert all(n > 0 for n in (v["requests"] for v in greet["per_instance"].values()))
 
-    for proc in procs:
-        assert proc.stop() == 0
+    for proc in processes:
+        assert proc.stop()[0] == 0
 
 
 async def test_discovery_replies_have_the_adr32_shapes(nats_server: Any, make_body: Any) -> None:
@@ -193,9 +149,9 @@ async def test_discovery_replies_have_the_adr32_shapes(nats_server: Any, make_bo
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_embedded_server_never_outlives_its_body(procs: list[Proc], how: int) -> None:
-    proc = Proc("run")
-    procs.append(proc)
+def test_embedded_server_never_outlives_its_body(processes: list[CbsProcess], how: int) -> None:
+    proc = CbsProcess("run", env=ENV)
+    processes.append(proc)
     match = proc.wait_for(r"embedded nats-server at (\S+) \(pid (\d+)\)")
     proc.wait_for("serving cells")
     server_pid = int(match.group(2))
@@ -217,9 +173,9 @@ def test_demo_over_the_embedded_server_leaves_nothing_behind() -> None:
     assert wait_gone(int(match.group(1)), 5)
 
 
-def test_cli_demo_across_processes(nats_server: Any, procs: list[Proc]) -> None:
-    server = Proc("run", "--nats-url", nats_server.url)
-    procs.append(server)
+def test_cli_demo_across_processes(nats_server: Any, processes: list[CbsProcess]) -> None:
+    server = CbsProcess("run", "--nats-url", nats_server.url, env=ENV)
+    processes.append(server)
     server.wait_for("serving cells")
     demo = subprocess.run(
         [*CLI, "demo", "--no-serve", "--name", "Ada", "--nats-url", nats_server.url],
@@ -238,6 +194,6 @@ def test_cli_demo_across_processes(nats_server: Any, procs: list[Proc]) -> None:
         timeout=60,
     )
     assert call.stdout == '{"message": "Hello Ada!"}\n', call.stderr
-    assert server.stop() == 0
-    assert server.popen.stdout is not None
-    assert server.popen.stdout.read() == "Hello Ada!\n"  # the printer cell ran there
+    code, out, _ = server.stop()
+    assert code == 0
+    assert out == "Hello Ada!\n"  # the printer cell ran there

@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
-import sys
 import textwrap
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-CLI = [sys.executable, "-m", "cbs.kernel.cli"]
+from cbs_process import CLI, CbsProcess
 
 RELAY = '''
 """A third-party cell that asks another cell: one request, two hops."""
@@ -68,49 +62,6 @@ def env_for(plugins: str, spans: Path, site: Path) -> dict[str, str]:
     return env
 
 
-class Served:
-    """A ``cbs run`` process; its stderr is read line by line."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.popen = subprocess.Popen(
-            [*CLI, "run", *args], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self.lines: list[str] = []
-
-    def wait_for(self, pattern: str, seconds: float = 30) -> re.Match[str]:
-        assert self.popen.stderr is not None
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            line = self.popen.stderr.readline()
-            if not line and self.popen.poll() is not None:
-                break
-            self.lines.append(line)
-            if found := re.search(pattern, line):
-                return found
-        raise AssertionError(f"no {pattern!r} in: {''.join(self.lines)}")
-
-    def stop(self) -> str:
-        """SIGTERM (drain, flush), then the rest of stderr."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            _, rest = self.popen.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            _, rest = self.popen.communicate(timeout=10)
-        return "".join(self.lines) + rest
-
-
-@pytest.fixture
-def served() -> Iterator[list[Served]]:
-    started: list[Served] = []
-    yield started
-    for proc in started:
-        if proc.popen.poll() is None:
-            proc.popen.kill()
-            proc.popen.wait(10)
-
-
 def read_spans(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -122,20 +73,22 @@ def one(spans: list[dict[str, Any]], name: str, kind: str) -> dict[str, Any]:
 
 
 def test_a_flow_across_three_processes_is_one_trace(
-    nats_server: Any, relay_site: Path, tmp_path: Path, served: list[Served]
+    nats_server: Any, relay_site: Path, tmp_path: Path, processes: list[CbsProcess]
 ) -> None:
     url = nats_server.url
     files = {name: tmp_path / f"{name}.jsonl" for name in ("caller", "relay", "greet")}
-    greet = Served(
-        env_for("greeter,nats,tracing", files["greet"], relay_site),
+    greet = CbsProcess(
+        "run",
         *("--cells", "greet", "--nats-url", url),
+        env=env_for("greeter,nats,tracing", files["greet"], relay_site),
     )
-    served.append(greet)
-    relay = Served(
-        env_for("relay,greeter,nats,tracing", files["relay"], relay_site),
+    processes.append(greet)
+    relay = CbsProcess(
+        "run",
         *("--cells", "relay", "--nats-url", url),
+        env=env_for("relay,greeter,nats,tracing", files["relay"], relay_site),
     )
-    served.append(relay)
+    processes.append(relay)
     greet.wait_for("serving cells greet")
     relay.wait_for("serving cells relay")
 
@@ -149,7 +102,7 @@ def test_a_flow_across_three_processes_is_one_trace(
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"message": "Hello Ada!"}
-    relay_log = relay.stop()
+    _, _, relay_log = relay.stop()
     greet.stop()
 
     caller_spans = read_spans(files["caller"])
@@ -185,14 +138,17 @@ def test_a_flow_across_three_processes_is_one_trace(
 
 
 def test_a_failure_is_marked_on_every_span_of_the_flow(
-    nats_server: Any, relay_site: Path, tmp_path: Path, served: list[Served]
+    nats_server: Any, relay_site: Path, tmp_path: Path, processes: list[CbsProcess]
 ) -> None:
     url = nats_server.url
     files = {name: tmp_path / f"{name}.jsonl" for name in ("caller", "cells")}
-    cells = Served(
-        env_for("relay,greeter,nats,tracing", files["cells"], relay_site), "--nats-url", url
+    cells = CbsProcess(
+        "run",
+        "--nats-url",
+        url,
+        env=env_for("relay,greeter,nats,tracing", files["cells"], relay_site),
     )
-    served.append(cells)
+    processes.append(cells)
     cells.wait_for("serving cells")
     done = subprocess.run(
         [*CLI, "call", "relay.relay", "{}", "--nats-url", url],

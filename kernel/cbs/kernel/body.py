@@ -306,6 +306,20 @@ class Body:
         self._chains[(service, verb)] = entry
         return entry
 
+    def _new_request(
+        self,
+        service: str,
+        verb: str,
+        payload: Mapping[str, Any],
+        schema: str | None,
+        id: str | None = None,
+    ) -> tuple[ClientHandler, Envelope]:
+        """The target's client chain, and a request envelope for it (with the
+        schema an installed cell declares, unless one is given)."""
+        chain, default_schema = self._chains.get((service, verb)) or self._chain(service, verb)
+        request = Envelope.request(service, verb, payload, schema=schema or default_schema, id=id)
+        return chain, request
+
     async def request(
         self,
         service: str,
@@ -325,9 +339,8 @@ class Body:
         """
         if self.bus is None:
             raise Unavailable("Body is not started")
-        entry = self._chains.get((service, verb)) or self._chain(service, verb)
-        request = Envelope.request(service, verb, payload, schema=schema or entry[1])
-        reply = await entry[0](
+        chain, request = self._new_request(service, verb, payload, schema)
+        reply = await chain(
             request, dict(headers) if headers else {}, self._timeout if timeout is None else timeout
         )
         assert reply.payload is not None
@@ -346,8 +359,7 @@ class Body:
         middleware does not run: it is made for request/reply."""
         if self.bus is None:
             raise Unavailable("Body is not started")
-        entry = self._chains.get((service, verb)) or self._chain(service, verb)
-        request = Envelope.request(service, verb, payload, schema=schema or entry[1])
+        _, request = self._new_request(service, verb, payload, schema)
         await self.bus.publish(request.subject, codec.encode(request), headers=headers)
 
     async def send(
@@ -367,8 +379,7 @@ class Body:
         sender = self.stash.get(DURABLE_SENDER, None)
         if sender is None or self.bus is None:
             raise Unavailable("No durable transport: install cbs-jetstream and use NATS")
-        entry = self._chains.get((service, verb)) or self._chain(service, verb)
-        request = Envelope.request(service, verb, payload, schema=schema or entry[1], id=id)
+        _, request = self._new_request(service, verb, payload, schema, id)
         await sender(request, dict(headers) if headers else {})
         return request.id
 

@@ -37,6 +37,9 @@ _SECONDS_OR_RATE = {
 }
 
 
+_BREAKER = BreakerSettings()  # the breaker's defaults, stated once in circuit.py
+
+
 @attrs.frozen
 class Policy:
     """Everything the layers need to know about one target. Durations are in
@@ -44,12 +47,12 @@ class Policy:
 
     #: Circuit breaker on or off.
     breaker: bool = True
-    failure_threshold: int = 5
-    failure_rate: float = 0.5
-    window: int = 20
-    min_calls: int = 10
-    cooldown: float = 5.0
-    probes: int = 1
+    failure_threshold: int = _BREAKER.failure_threshold
+    failure_rate: float = _BREAKER.failure_rate
+    window: int = _BREAKER.window
+    min_calls: int = _BREAKER.min_calls
+    cooldown: float = _BREAKER.cooldown
+    probes: int = _BREAKER.probes
     #: Overall deadline of a call (bulkhead wait and retries included); the
     #: caller's own timeout still applies when it is shorter. 0: the caller's.
     deadline: float = 0.0

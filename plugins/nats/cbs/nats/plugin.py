@@ -128,22 +128,19 @@ def _configure_server(parser: argparse.ArgumentParser) -> None:
 
 
 async def _server(body: Body, args: argparse.Namespace) -> int:
-    import signal
-
     from cbs.nats.server import NatsServer
 
     server = NatsServer(args.port, args.store)
     await asyncio.to_thread(server.start)
-    try:
+
+    def ready() -> None:
         print(f"nats-server ready at {server.url} (pid {server.pid})", flush=True)
         print(
             f"use: cbs run --nats-url {server.url}   (or export NATS_URL={server.url})", flush=True
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+
+    try:
+        await body.run_until_signal(on_ready=ready)  # the body itself is never started
     finally:
         await asyncio.to_thread(server.stop)
     return 0

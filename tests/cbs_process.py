@@ -1,0 +1,59 @@
+"""A ``cbs`` command run as a real subprocess, for tests across processes."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+CLI = [sys.executable, "-m", "cbs.kernel.cli"]
+
+
+class CbsProcess:
+    """``cbs ARGS...`` in a subprocess; stderr is read line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: list[str] = []
+
+    def wait_for(self, pattern: str, seconds: float = 30) -> re.Match[str]:
+        """The first stderr line matching ``pattern``, within ``seconds``."""
+        assert self.popen.stderr is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            line = self.popen.stderr.readline()
+            if not line and self.popen.poll() is not None:
+                break
+            self.lines.append(line)
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"no {pattern!r} in: {''.join(self.lines)}")
+
+    def stop(self) -> tuple[int, str, str]:
+        """SIGTERM (the body drains), then exit code, stdout and all of stderr."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            out, rest = self.popen.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            out, rest = self.popen.communicate(timeout=10)
+        return self.popen.returncode, out, "".join(self.lines) + rest
+
+
+@pytest.fixture
+def processes() -> Iterator[list[CbsProcess]]:
+    """Append what you start; whatever still runs at teardown is killed."""
+    started: list[CbsProcess] = []
+    yield started
+    for proc in started:
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+            proc.popen.wait(10)
