@@ -69,7 +69,7 @@ class Probe:
 
             return handler
 
-        middleware.add_client("probe", factory)
+        middleware.add_client("probe", factory, phase="attempt", order=-10)  # once per attempt
 
 
 def body_with(
@@ -82,8 +82,8 @@ def body_with(
 
 async def test_layers_are_composed_in_the_documented_order(make_body: MakeBody) -> None:
     body, _, _ = body_with(make_body, {})
-    client = sorted(body.middleware.client, key=lambda r: r.item.order)
-    assert [r.name for r in client] == [
+    client = [p for p in body.middleware.placements() if p["side"] == "client"]
+    assert [p["name"] for p in client] == [
         "deadline",
         "bulkhead",
         "retry",

@@ -93,8 +93,11 @@ def test_plugins_json_lists_builtins_and_greeter() -> None:
     assert plugins["local"]["distribution"] == "cbs"
     assert plugins["local"]["registered"]["transports"] == ["local"]
     assert plugins["greeter"]["distribution"] == "cbs-greeter"
-    assert plugins["greeter"]["hooks"] == ["cbs_register_cells"]
+    assert plugins["greeter"]["hooks"] == ["cbs_add_commands", "cbs_register_cells"]
     assert plugins["greeter"]["registered"]["cells"] == ["prompt_name", "greet", "print_greeting"]
+    # the demo is the greeter's own command, not the kernel's
+    assert plugins["greeter"]["registered"]["commands"] == ["demo"]
+    assert "demo" not in plugins["core"]["registered"]["commands"]
 
 
 def test_cells_json_lists_the_three_demo_cells() -> None:

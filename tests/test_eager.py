@@ -7,7 +7,8 @@ import contextvars
 
 import pytest
 
-from cbs.kernel.eager import resume, start_eagerly
+from cbs.kernel.transport import drive as resume
+from cbs.kernel.transport import start_eagerly
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outer")
 

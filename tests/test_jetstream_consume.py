@@ -270,7 +270,7 @@ async def test_the_idempotency_example_of_the_docs_handles_a_redelivery_once(
 
     from cbs.contracts import Envelope, codec
     from cbs.kernel import Served
-    from cbs.kernel.middleware import server_endpoint
+    from cbs.kernel.transport import endpoint_handler
 
     text = (Path(__file__).parents[1] / "docs" / "jetstream.md").read_text()
     [example] = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "sqlite3" in b]
@@ -282,12 +282,12 @@ async def test_the_idempotency_example_of_the_docs_handles_a_redelivery_once(
     db.execute("INSERT INTO accounts VALUES ('a', 0)")
     db.commit()
     cell = scope["ledger"]
-    handle = server_endpoint(Served(cell, cell.endpoints[0]), [])
+    handle = endpoint_handler(Served(cell, cell.endpoints[0]), [])
     request = Envelope.request(
         "ledger", "credit", {"account": "a", "amount": 5}, schema="bank/v1/Credit"
     )
     for _ in range(2):  # the first delivery and a redelivery of the same envelope
-        reply = codec.decode(await handle(codec.encode(request), {}))
+        reply = codec.decode((await handle(codec.encode(request), {})).data)
         assert reply.payload == {"ok": True}
     assert db.execute("SELECT balance FROM accounts").fetchone() == (5,)
     db.close()

@@ -179,10 +179,13 @@ async def test_queue_group_round_robin_between_instances(make_body: Any) -> None
     assert first.bus is not None
     # A second instance of the same service joins the same bus and queue group.
     second_cell = instance("b")
-    from cbs.kernel.middleware import Served, server_endpoint
+    from cbs.kernel.middleware import Served
+    from cbs.kernel.transport import endpoint_handler
 
     served = Served(second_cell, second_cell.endpoints[0])
-    await first.bus.serve(served.subject, "shared", server_endpoint(served, []), max_concurrency=10)
+    await first.bus.serve(
+        served.subject, "shared", endpoint_handler(served, []), max_concurrency=10
+    )
     for _ in range(10):
         await first.request("shared", "hit", {})
     assert hits.count("a") == 5 and hits.count("b") == 5

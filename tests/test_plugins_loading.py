@@ -197,7 +197,11 @@ def test_two_plugins_registering_one_name_conflict() -> None:
         def cbs_add_options(self, options: Any) -> None:
             options.add("transport", help="again")
 
-    with pytest.raises(PluginError, match="already registered by plugin 'core'"):
+    # Hooks run in pluggy's order (the last registered first): dup comes first.
+    with pytest.raises(
+        PluginError,
+        match="plugin 'core' registers option 'transport', already registered by plugin 'dup'",
+    ):
         Body(plugins=[Dup()], autoload=False)
 
 

@@ -12,7 +12,17 @@ from cbs.contracts.errors import (
     Timeout,
     Unavailable,
 )
-from cbs.contracts.protocols import Bus, Cell, Endpoint, PayloadHandler, RawHandler, Subscription
+from cbs.contracts.protocols import (
+    Bus,
+    Cell,
+    Endpoint,
+    Outcome,
+    PayloadHandler,
+    RawHandler,
+    ReplyCheck,
+    Subscription,
+    WrongReply,
+)
 from cbs.contracts.schemas import load_schema
 
 __all__ = [
@@ -29,11 +39,14 @@ __all__ = [
     "Internal",
     "NoResponders",
     "NotFound",
+    "Outcome",
     "PayloadHandler",
     "RawHandler",
+    "ReplyCheck",
     "Subscription",
     "Timeout",
     "Unavailable",
+    "WrongReply",
     "decode",
     "encode",
     "load_schema",

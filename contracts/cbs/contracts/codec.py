@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from cbs.contracts.envelope import Envelope, check_schema, validate_fields
 from cbs.contracts.errors import BadRequest, Internal
+from cbs.contracts.protocols import WrongReply
 
 __all__ = [
     "encode",
@@ -113,15 +115,15 @@ def decode(data: bytes | bytearray | memoryview) -> Envelope:
             _STRICT_DECODER.decode(data.decode("utf-8"))
         except (ValueError, RecursionError):
             raise BadRequest("Malformed JSON: duplicate keys") from None
-    # Fast path: the four required fields and exactly one of payload/error.
-    if len(obj) == 5 and "id" in obj and "service" in obj and "verb" in obj and "schema" in obj:
-        fields = obj["id"], obj["service"], obj["verb"], obj["schema"]
-        payload, error = obj.get("payload"), obj.get("error")
-        if (payload is None) != (error is None):
-            validate_fields(*fields, payload, error)
-            return Envelope.trusted(*fields, payload, error)
+    return _from_object(obj, strict=True)
+
+
+def _from_object(obj: dict[str, Any], *, strict: bool) -> Envelope:
+    """The envelope of a parsed JSON object. ``strict``: unknown top-level
+    fields are an error (requests); otherwise they are ignored (replies, so
+    that a newer peer's extra field cannot make a reply unreadable)."""
     extra = obj.keys() - FIELDS
-    if extra:
+    if extra and strict:
         raise BadRequest(
             "Envelope has unknown top-level fields",
             details={"fields": sorted(str(k)[:64] for k in extra)[:8]},
@@ -146,26 +148,39 @@ def decode(data: bytes | bytearray | memoryview) -> Envelope:
 
 
 def decode_reply(data: bytes, request: Envelope) -> Envelope:
-    """Decode the reply to ``request``, checking its shape and that it answers
-    this request (same id, service and verb), but not re-validating it in full:
-    it came back through the request's own inbox. Raises ``BadRequest``."""
+    """Decode the reply to ``request``: an envelope with the request's id,
+    service and verb. Anything else raises :class:`WrongReply` (another
+    request's reply, a forged or malformed message): the caller drops it and
+    keeps waiting. Unknown top-level fields are ignored, whatever their
+    number or place, so a newer peer's reply still decodes."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise WrongReply("reply too large")
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise BadRequest("Malformed JSON: not a strict UTF-8 JSON document") from None
-    if type(obj) is not dict or len(obj) != 5:
-        return decode(data)  # unusual shape: let the full decoder say what is wrong
+        raise WrongReply("reply is not JSON") from None
     if (
-        obj.get("id") != request.id
+        type(obj) is not dict
+        or obj.get("id") != request.id
         or obj.get("service") != request.service
         or obj.get("verb") != request.verb
     ):
-        raise BadRequest("Reply does not match the request")
+        raise WrongReply("reply does not answer this request")
     schema, payload, error = obj.get("schema"), obj.get("payload"), obj.get("error")
     if type(payload) is dict and error is None and type(schema) is str:
-        check_schema(schema)
+        _check_reply_schema(schema)
         return Envelope.trusted(request.id, request.service, request.verb, schema, payload)
-    return decode(data)
+    try:
+        return _from_object(obj, strict=False)
+    except BadRequest:
+        raise WrongReply("reply is not a valid envelope") from None
+
+
+def _check_reply_schema(schema: str) -> None:
+    try:
+        check_schema(schema)
+    except BadRequest:
+        raise WrongReply("reply schema is malformed") from None
 
 
 def _has_non_finite(value: Any) -> bool:
@@ -190,6 +205,12 @@ def encode_payload(obj: Any) -> bytes:
     return data
 
 
-def encode(envelope: Envelope) -> bytes:
-    """Deterministic UTF-8 JSON bytes of ``envelope``."""
-    return encode_payload(envelope.to_dict())
+def encode(envelope: Envelope, *, extra: Mapping[str, Any] | None = None) -> bytes:
+    """Deterministic UTF-8 JSON bytes of ``envelope``. ``extra`` adds top-level
+    fields that this version of the contract does not know: only for showing
+    how a newer peer's envelope is read (replies ignore them, requests refuse
+    them)."""
+    obj = envelope.to_dict()
+    if extra:
+        obj.update(extra)
+    return encode_payload(obj)

@@ -1,7 +1,10 @@
 """The two seams every implementation plugs into: a ``Bus`` and a ``Cell``.
 
 A bus moves encoded envelopes (bytes) between parties; the kernel encodes and
-decodes, so every transport gets the same validation and error replies.
+decodes, so every transport gets the same validation and error replies. What
+the kernel's server path hands back for each delivery is an :class:`Outcome`:
+the reply as an envelope *and* as bytes, so that whoever needs to know whether
+a request succeeded (a durable inbox, metrics) reads a field, never the bytes.
 """
 
 from __future__ import annotations
@@ -11,11 +14,57 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["Bus", "Subscription", "Cell", "Endpoint", "RawHandler", "PayloadHandler"]
+from cbs.contracts.envelope import Envelope
+from cbs.contracts.errors import CbsError
+
+__all__ = [
+    "Bus",
+    "Subscription",
+    "Cell",
+    "Endpoint",
+    "Outcome",
+    "RawHandler",
+    "PayloadHandler",
+    "ReplyCheck",
+    "WrongReply",
+]
+
+
+@attrs.frozen
+class Outcome:
+    """How one delivered request ended: the encoded reply (what goes back on
+    the wire), the reply envelope (``None`` for a handler that answers
+    something other than an envelope, e.g. a control subject) and, for an
+    error reply, the error."""
+
+    data: bytes
+    reply: Envelope | None = None
+    error: CbsError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def code(self) -> str | None:
+        """The error code of an error reply (``None`` on success)."""
+        return None if self.error is None else self.error.code
+
 
 #: What a bus calls for each request it delivers: encoded request and headers
-#: in, encoded reply out.
-RawHandler = Callable[[bytes, Mapping[str, str] | None], Awaitable[bytes]]
+#: in, the :class:`Outcome` out (the bus sends ``outcome.data`` back).
+RawHandler = Callable[[bytes, Mapping[str, str] | None], Awaitable[Outcome]]
+
+
+class WrongReply(Exception):
+    """Raised by a :data:`ReplyCheck` for bytes that are not the reply it waits
+    for (another request's id, not an envelope at all): the bus drops them,
+    counts them and keeps waiting for the real reply."""
+
+
+#: Checks and decodes the reply to one request; raises :class:`WrongReply` to
+#: have the bus drop what arrived and keep waiting.
+ReplyCheck = Callable[[bytes], Any]
 
 #: What a cell implements per verb: request payload in, reply payload out.
 PayloadHandler = Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]]]
@@ -47,10 +96,14 @@ class Bus(Protocol):
         *,
         timeout: float,
         headers: Mapping[str, str] | None = None,
-    ) -> bytes:
-        """Send one request, return the encoded reply. Raise ``Timeout`` when
-        no reply comes in ``timeout`` seconds and ``NotFound`` when nobody
-        serves ``subject``."""
+        check: ReplyCheck | None = None,
+    ) -> Any:
+        """Send one request and return the reply: ``check(data)`` of the first
+        reply that ``check`` accepts (without ``check``, the first reply's
+        bytes). A reply for which ``check`` raises :class:`WrongReply` is
+        dropped and counted, and the wait goes on. Raise ``Timeout`` when no
+        accepted reply comes in ``timeout`` seconds and ``NotFound`` when
+        nobody serves ``subject``."""
 
     async def publish(
         self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None
@@ -67,8 +120,13 @@ class Bus(Protocol):
     async def close(self) -> None:
         """Drain and disconnect: in-flight requests complete first."""
 
+    def capabilities(self) -> Sequence[object]:
+        """Typed capabilities this transport offers other plugins once started
+        (for NATS: the connection; for any bus: its connection state). The
+        body publishes them after ``start()`` and withdraws them at close."""
 
-@attrs.frozen
+
+@attrs.frozen(eq=False)
 class Endpoint:
     """One verb of a cell: its subject is ``cbs.{service}.{verb}``."""
 
@@ -78,11 +136,9 @@ class Endpoint:
     reply_schema: str | None = None
     #: Other request schemas accepted too, e.g. the previous major version.
     also_accepts: tuple[str, ...] = ()
-    #: Safe to call twice with the same request (lets clients retry it).
-    idempotent: bool = False
-    #: Also served from a durable, persistent inbox (e.g. JetStream), where
-    #: ``Body.send`` delivers at least once.
-    durable: bool = False
+    #: Options that plugins declare and read (``durable``, ``idempotent``, ...):
+    #: the kernel only keeps them; see ``cbs.kernel.EndpointOption``.
+    options: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @runtime_checkable

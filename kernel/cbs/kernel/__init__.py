@@ -3,13 +3,23 @@
 Public API for plugin and cell authors::
 
     from cbs.kernel import Body, Cell, hookimpl
+
+Transport authors also use ``cbs.kernel.transport`` (the transport kit).
 """
 
-from cbs.kernel.body import ANY_SCHEMA, DURABLE_SENDER, Body, DurableSender
+from cbs.kernel.body import ANY_SCHEMA, Body
+from cbs.kernel.capabilities import (
+    Capabilities,
+    Capability,
+    Directory,
+    DurableSender,
+    TransportState,
+)
 from cbs.kernel.cell import CATEGORIES, Cell
 from cbs.kernel.config import Config, Option
 from cbs.kernel.errors import ConfigError, PluginError, UsageError
 from cbs.kernel.middleware import (
+    PHASES,
     ClientHandler,
     ClientMiddleware,
     Request,
@@ -24,6 +34,8 @@ from cbs.kernel.registries import (
     CellFieldRegistry,
     CellRegistry,
     CommandRegistry,
+    EndpointOption,
+    EndpointOptionRegistry,
     MiddlewareRegistry,
     OptionRegistry,
     TransportRegistry,
@@ -32,12 +44,12 @@ from cbs.kernel.stash import Stash, StashKey
 
 __all__ = [
     "ANY_SCHEMA",
-    "DURABLE_SENDER",
-    "DurableSender",
     "BUILTIN_PLUGINS",
     "CATEGORIES",
     "ENTRY_POINT_GROUP",
     "Body",
+    "Capabilities",
+    "Capability",
     "Cell",
     "CellFieldRegistry",
     "CellRegistry",
@@ -46,9 +58,14 @@ __all__ = [
     "CommandRegistry",
     "Config",
     "ConfigError",
+    "Directory",
+    "DurableSender",
+    "EndpointOption",
+    "EndpointOptionRegistry",
     "MiddlewareRegistry",
     "Option",
     "OptionRegistry",
+    "PHASES",
     "PluginError",
     "PluginInfo",
     "Request",
@@ -59,6 +76,7 @@ __all__ = [
     "StashKey",
     "Target",
     "TransportRegistry",
+    "TransportState",
     "UsageError",
     "current_request",
     "hookimpl",

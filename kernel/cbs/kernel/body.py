@@ -1,49 +1,56 @@
-"""The body: loads plugins, connects cells to the bus, runs flows, owns the lifecycle."""
+"""The body: loads plugins, connects cells to the bus, runs flows, owns the lifecycle.
+
+Cells come and go while a body runs: :meth:`Body.add_cell`,
+:meth:`Body.remove_cell` (stop taking requests, finish those in flight, then
+unsubscribe) and :meth:`Body.replace_cell` (the new version serves before the
+old one drains, so no request finds nobody). Only the affected endpoints'
+chains are composed again.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import pluggy
 
 from cbs.contracts import Bus, Cell, Envelope, Subscription, Unavailable, codec
 from cbs.contracts.envelope import check_name
+from cbs.kernel.capabilities import Capabilities, DurableSender
 from cbs.kernel.config import Config, resolve
-from cbs.kernel.errors import ConfigError, PluginError
-from cbs.kernel.middleware import (
-    ClientHandler,
-    Served,
-    Target,
-    client_chain,
-    server_endpoint,
-)
+from cbs.kernel.errors import ConfigError
+from cbs.kernel.hooks import call_registration, notify
+from cbs.kernel.middleware import ClientHandler, Served, Target, client_chain, server_path
 from cbs.kernel.plugins import PluginInfo, Selection, load_plugins
 from cbs.kernel.registries import (
     CellFieldRegistry,
     CellRegistry,
     CommandRegistry,
+    EndpointOptionRegistry,
     MiddlewareRegistry,
     OptionRegistry,
     TransportRegistry,
 )
-from cbs.kernel.stash import Stash, StashKey
+from cbs.kernel.stash import Stash
 
-__all__ = ["Body", "ANY_SCHEMA", "DURABLE_SENDER", "DurableSender"]
+__all__ = ["Body", "ANY_SCHEMA"]
 
 log = logging.getLogger("cbs.body")
 
 #: Request schema used when the caller names none and no installed cell declares one.
 ANY_SCHEMA = "cbs/v1/Any"
 
-#: Stores an envelope durably, returning once it is stored (at least once).
-DurableSender = Callable[[Envelope, dict[str, str]], Awaitable[None]]
-#: Where a persistence plugin (e.g. cbs-jetstream) puts its sender, in ``body.stash``.
-DURABLE_SENDER: StashKey[DurableSender] = StashKey()
+
+@attrs.define(eq=False)
+class _Serving:
+    """A cell this body serves, and its subscriptions."""
+
+    cell: Cell
+    subscriptions: list[Subscription] = attrs.Factory(list)
 
 
 class Body:
@@ -52,7 +59,8 @@ class Body:
 
     ``plugins`` are registered in addition to the built-ins and the entry-point
     plugins chosen by ``selection`` (or by ``autoload`` and ``plugin_specs``,
-    ``-p``-style names).
+    ``-p``-style names). ``environ`` is where ``CBS_*`` and other option
+    variables are read (default ``os.environ``; ``{}`` ignores them).
     """
 
     def __init__(
@@ -63,25 +71,35 @@ class Body:
         autoload: bool | None = None,
         plugin_specs: Iterable[str] = (),
         selection: Selection | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.selection = selection or Selection.from_specs(plugin_specs, autoload=autoload)
+        self.environ = environ
+        self.selection = selection or Selection.from_specs(
+            plugin_specs, autoload=autoload, environ=environ
+        )
         self.plugin_manager: pluggy.PluginManager
         self.plugin_manager, self.plugins = load_plugins(self.selection, plugins)
         self.stash = Stash()
+        #: Typed capabilities plugins offer each other (see ``cbs.kernel.capabilities``).
+        self.capabilities = Capabilities()
+        pm = self.plugin_manager
         self.options = OptionRegistry()
-        self._each_plugin("cbs_add_options", self.options, options=self.options)
+        call_registration(pm, "cbs_add_options", options=self.options)
         self.commands = CommandRegistry()
-        self._each_plugin("cbs_add_commands", self.commands, commands=self.commands)
+        call_registration(pm, "cbs_add_commands", commands=self.commands)
         self.transports = TransportRegistry()
-        self._each_plugin("cbs_register_transports", self.transports, transports=self.transports)
+        call_registration(pm, "cbs_register_transports", transports=self.transports)
         self.cell_fields = CellFieldRegistry()
-        self._each_plugin("cbs_add_cell_fields", self.cell_fields, fields=self.cell_fields)
-        self.config: Config = resolve(self.options.as_dict(), config or {})
+        call_registration(pm, "cbs_add_cell_fields", fields=self.cell_fields)
+        self.endpoint_options = EndpointOptionRegistry()
+        call_registration(pm, "cbs_add_endpoint_options", options=self.endpoint_options)
+        self.config: Config = resolve(self.options.as_dict(), config or {}, environ)
         self.bus: Bus | None = None
         self.state = "built"
+        self._configured = False
         self._cells: CellRegistry | None = None
         self._middleware: MiddlewareRegistry | None = None
-        self._served: list[tuple[Cell, list[Subscription]]] = []
+        self._serving: list[_Serving] = []
         self._chains: dict[tuple[str, str], tuple[ClientHandler, str]] = {}
         self._timeout = float(self.config.get("request_timeout") or 5.0)
 
@@ -90,49 +108,54 @@ class Body:
 
     # -- wiring ---------------------------------------------------------------------
 
-    def _each_plugin(self, hook_name: str, registry: Any, **kwargs: Any) -> None:
-        """Call a registration hook plugin by plugin, so the registry records who
-        registered what, and a failure names its plugin."""
-        pm = self.plugin_manager
-        hook = getattr(pm.hook, hook_name)
-        everyone = pm.get_plugins()
-        for impl in hook.get_hookimpls():  # registration order: built-ins first
-            registry.plugin = impl.plugin_name
-            others = [p for p in everyone if p is not impl.plugin]
-            try:
-                pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
-            except (PluginError, ConfigError):
-                raise
-            except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                raise PluginError(
-                    f"plugin '{impl.plugin_name}' failed in {hook_name}: {reason}"
-                ) from exc
-        registry.plugin = ""
-
     def configure(self, values: Mapping[str, Any]) -> None:
         """Re-resolve the configuration (the CLI does this after parsing flags).
-        Only before the cells and middleware are collected."""
-        if self._cells is not None or self._middleware is not None:
+        Only before the configuration is final (first start or listing)."""
+        if self._configured:
             raise RuntimeError("configure() must come before cells are listed or served")
-        self.config = resolve(self.options.as_dict(), values)
+        self.config = resolve(self.options.as_dict(), values, self.environ)
         self._timeout = float(self.config.get("request_timeout") or 5.0)
+
+    def _ensure_configured(self) -> None:
+        if not self._configured:
+            self._configured = True
+            call_registration(self.plugin_manager, "cbs_configured", config=self.config, body=self)
 
     @property
     def cells(self) -> CellRegistry:
-        """Every installed cell (collected once, on first use)."""
+        """Every installed cell (collected once, on first use), plus those
+        added at run time."""
         if self._cells is None:
+            self._ensure_configured()
             cells = CellRegistry()
-            self._each_plugin("cbs_register_cells", cells, cells=cells, config=self.config)
+            call_registration(
+                self.plugin_manager, "cbs_register_cells", cells=cells, config=self.config
+            )
+            for entry in cells:
+                self._check_options(entry.item)
             self._cells = cells
         return self._cells
+
+    def _check_options(self, cell: Cell) -> None:
+        unknown = self.endpoint_options.check(cell)
+        if unknown:  # e.g. idempotent=True without cbs-breaker: nothing reads it
+            log.debug(
+                "cell %s: endpoint option(s) %s declared by no loaded plugin: ignored",
+                cell.id,
+                ", ".join(unknown),
+            )
 
     @property
     def middleware(self) -> MiddlewareRegistry:
         if self._middleware is None:
+            self._ensure_configured()
             mw = MiddlewareRegistry()
-            self._each_plugin(
-                "cbs_register_middleware", mw, middleware=mw, config=self.config, body=self
+            call_registration(
+                self.plugin_manager,
+                "cbs_register_middleware",
+                middleware=mw,
+                config=self.config,
+                body=self,
             )
             self._middleware = mw
         return self._middleware
@@ -145,6 +168,13 @@ class Body:
             known = ", ".join(self.transports.names())
             raise ConfigError(f"unknown transport '{name}' (installed: {known})")
         return name
+
+    def transport_shared(self) -> bool:
+        """Whether the configured transport would reach other processes
+        (known before connecting; ``Bus.shared`` tells once started)."""
+        transport = self.transports.get(self.transport_name())
+        shared = None if transport is None else transport.item.shared
+        return shared is not None and shared(self.config)
 
     def _select(self, serve: bool | Iterable[str]) -> list[Cell]:
         if serve is True:
@@ -162,21 +192,7 @@ class Body:
     # -- lifecycle --------------------------------------------------------------------
 
     async def _notify(self, hook_name: str, *, swallow: bool = False, **kwargs: Any) -> None:
-        """Run a lifecycle hook one implementation at a time, in pluggy's order
-        (last registered first), awaiting ``async def`` ones before the next.
-        With ``swallow``, a failure is logged and the others still run."""
-        pm = self.plugin_manager
-        everyone = pm.get_plugins()
-        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
-            others = [p for p in everyone if p is not impl.plugin]
-            try:
-                for result in pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs):
-                    if inspect.isawaitable(result):
-                        await result
-            except Exception:
-                if not swallow:
-                    raise
-                log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
+        await notify(self.plugin_manager, hook_name, swallow=swallow, **kwargs)
 
     async def start(self, *, serve: bool | Iterable[str] = True) -> None:
         """Connect the transport and serve cells: all installed ones (``True``),
@@ -184,17 +200,21 @@ class Body:
         if self.state not in ("built", "stopped"):
             raise RuntimeError(f"cannot start a body that is {self.state}")
         selected = self._select(serve)
-        factory = self.transports.get(self.transport_name())
-        assert factory is not None
+        name = self.transport_name()
+        transport = self.transports.get(name)
+        assert transport is not None
         _ = self.middleware  # collected before connecting, so plugin errors come first
         self._chains.clear()
         self.state = "starting"
         try:
             await self._notify("cbs_body_starting", body=self)
-            bus = factory.item.factory(self.config)
+            bus = transport.item.factory(self.config)
             await bus.start()
             self.bus = bus
-            await self._serve(selected)
+            for capability in bus.capabilities():
+                self.capabilities.provide(capability, plugin=transport.plugin)  # type: ignore[arg-type]
+            for cell in selected:
+                await self._serve_cell(cell)
             self.state = "started"
             await self._notify("cbs_body_started", body=self)
         except BaseException:
@@ -202,36 +222,123 @@ class Body:
             raise
 
     async def serve(self, cells: bool | Iterable[str] = True) -> None:
-        """Serve more cells on a started body (``True``: every installed cell
-        not served yet)."""
-        if self.state != "started":
-            raise RuntimeError("serve() needs a started body")
-        serving = {cell.id for cell, _ in self._served}
-        await self._serve([c for c in self._select(cells) if c.id not in serving])
+        """Serve more installed cells on a started body (``True``: every
+        installed cell not served yet)."""
+        self._require_started("serve()")
+        serving = {s.cell.id for s in self._serving}
+        for cell in self._select(cells):
+            if cell.id not in serving:
+                await self._serve_cell(cell)
 
-    async def _serve(self, cells: list[Cell]) -> None:
+    def _require_started(self, what: str) -> None:
+        if self.state != "started":
+            raise RuntimeError(f"{what} needs a started body (it is {self.state})")
+
+    async def _serve_cell(self, cell: Cell) -> _Serving:
+        """Start ``cell`` and subscribe its endpoints (each chain composed now)."""
         assert self.bus is not None
         server_mw = self.middleware.server_factories()
-        for cell in cells:
-            await cell.start()
-            subs: list[Subscription] = []
-            self._served.append((cell, subs))
-            for endpoint in cell.endpoints:
-                served = Served(cell, endpoint)
-                handler = server_endpoint(served, server_mw)
-                subs.append(
-                    await self.bus.serve(
-                        served.subject,
-                        served.queue_group,
-                        handler,
-                        max_concurrency=cell.max_concurrency,
-                    )
+        await cell.start()
+        serving = _Serving(cell)
+        self._serving.append(serving)
+        for endpoint in cell.endpoints:
+            served = Served(cell, endpoint)
+            serving.subscriptions.append(
+                await self.bus.serve(
+                    served.subject,
+                    served.queue_group,
+                    server_path(served, server_mw),
+                    max_concurrency=cell.max_concurrency,
                 )
-            await self._notify("cbs_cell_started", body=self, cell=cell)
+            )
+        await self._notify("cbs_cell_started", body=self, cell=cell)
+        return serving
+
+    async def _retire(self, serving: _Serving, *, drain: bool) -> None:
+        """Stop a served cell of a running body: no new requests, those in
+        flight finish (up to ``drain_timeout``; not waited for without
+        ``drain``), then the cell stops."""
+        await self._notify("cbs_cell_stopping", body=self, cell=serving.cell, swallow=True)
+        self._serving.remove(serving)
+        await self._drain(serving.subscriptions, self._drain_timeout() if drain else 0.0)
+        await self._stop_cell(serving.cell)
+
+    def _drain_timeout(self) -> float:
+        return float(self.config.get("drain_timeout") or 10.0)
+
+    async def _drain(self, subscriptions: list[Subscription], timeout: float) -> None:
+        """Stop subscriptions, waiting up to ``timeout`` for their in-flight
+        handlers; past it they go on finishing in the background."""
+        if not subscriptions:
+            return
+        stopping = asyncio.gather(*(s.stop() for s in subscriptions), return_exceptions=True)
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping), max(timeout, 0.05))
+        except TimeoutError:
+            if timeout:
+                log.warning("drain: handlers still running after %g s; stopping anyway", timeout)
+
+    async def _stop_cell(self, cell: Cell) -> None:
+        try:
+            await cell.stop()
+        except Exception:
+            log.exception("cell %s failed to stop", cell.id)
+        await self._notify("cbs_cell_stopped", body=self, cell=cell, swallow=True)
+
+    def _forget_chains(self, service: str) -> None:
+        for key in [k for k in self._chains if k[0] == service]:
+            del self._chains[key]
+
+    def _serving_of(self, cell_id: str) -> _Serving | None:
+        return next((s for s in reversed(self._serving) if s.cell.id == cell_id), None)
+
+    async def add_cell(self, cell: Cell) -> None:
+        """Install ``cell`` and, on a started body, serve it now. Its id and
+        subjects must be new (``PluginError`` otherwise; see :meth:`replace_cell`)."""
+        self.cells.add(cell)
+        self._check_options(cell)
+        self._forget_chains(cell.service)
+        if self.state == "started":
+            try:
+                await self._serve_cell(cell)
+            except BaseException:
+                self.cells.remove(cell.id)
+                raise
+
+    async def remove_cell(self, cell_id: str, *, drain: bool = True) -> Cell:
+        """Stop serving the cell and uninstall it: it takes no new request,
+        those in flight finish (``drain``), then it is unsubscribed and
+        stopped. ``KeyError`` for an unknown id. Returns the cell."""
+        if cell_id not in self.cells:
+            raise KeyError(cell_id)
+        cell = self.cells.remove(cell_id)
+        self._forget_chains(cell.service)
+        serving = self._serving_of(cell_id)
+        if serving is not None:
+            await self._retire(serving, drain=drain)
+        return cell
+
+    async def replace_cell(self, cell: Cell, *, drain: bool = True) -> Cell:
+        """Put ``cell`` in the place of the installed cell with its id (a new
+        version): on a started body the new cell serves first, then the old
+        one drains, so every request finds one of them. Returns the old cell."""
+        old_serving = self._serving_of(cell.id)
+        old = self.cells.replace(cell)
+        self._check_options(cell)
+        self._forget_chains(old.service)
+        self._forget_chains(cell.service)
+        if self.state == "started" and old_serving is not None:
+            try:
+                await self._serve_cell(cell)
+            except BaseException:
+                self.cells.replace(old)
+                raise
+            await self._retire(old_serving, drain=drain)
+        return old
 
     @property
     def served_cells(self) -> list[Cell]:
-        return [cell for cell, _ in self._served]
+        return [s.cell for s in self._serving]
 
     async def stop(self) -> None:
         """Drain and stop: subscriptions stop taking requests, in-flight ones
@@ -243,20 +350,15 @@ class Body:
         await self._teardown()
 
     async def _teardown(self) -> None:
-        drain = float(self.config.get("drain_timeout") or 10.0)
-        subs = [s for _, cell_subs in self._served for s in cell_subs]
-        try:
-            await asyncio.wait_for(asyncio.gather(*(s.stop() for s in subs)), drain)
-        except TimeoutError:
-            log.warning("drain: handlers still running after %g s; stopping anyway", drain)
-        for cell, _ in reversed(self._served):
-            try:
-                await cell.stop()
-            except Exception:
-                log.exception("cell %s failed to stop", cell.id)
-            await self._notify("cbs_cell_stopped", body=self, cell=cell, swallow=True)
-        self._served.clear()
+        serving, self._serving = self._serving, []
+        await self._drain(
+            [s for entry in serving for s in entry.subscriptions], self._drain_timeout()
+        )
+        for entry in reversed(serving):
+            await self._stop_cell(entry.cell)
         if self.bus is not None:
+            for capability in self.bus.capabilities():
+                self.capabilities.withdraw(capability)  # type: ignore[arg-type]
             try:
                 await self.bus.close()
             except Exception:
@@ -376,11 +478,11 @@ class Body:
         envelope id once stored; the cell gets it at least once, even if it is
         down now. Needs a persistence plugin (``pip install cbs-jetstream``).
         Sending again with the same ``id`` is how a caller retries safely."""
-        sender = self.stash.get(DURABLE_SENDER, None)
+        sender = self.capabilities.get(DurableSender)
         if sender is None or self.bus is None:
             raise Unavailable("No durable transport: install cbs-jetstream and use NATS")
         _, request = self._new_request(service, verb, payload, schema, id)
-        await sender(request, dict(headers) if headers else {})
+        await sender.send(request, dict(headers) if headers else {})
         return request.id
 
     def plugin_info(self) -> list[PluginInfo]:

@@ -102,13 +102,13 @@ class Cell:
         schema: str,
         reply_schema: str | None = None,
         also_accepts: Sequence[str] = (),
-        idempotent: bool = False,
-        durable: bool = False,
+        **options: Any,
     ) -> None:
         """Serve ``handler`` on ``cbs.{service}.{verb}`` for requests of ``schema``.
-        ``idempotent``: safe to repeat (clients may retry it); ``durable``: also
-        consume ``Body.send`` deliveries from a persistent inbox, when a plugin
-        such as cbs-jetstream provides one."""
+        ``options`` are endpoint options that plugins declare and read, e.g.
+        ``idempotent=True`` (safe to repeat: cbs-breaker may retry it) or
+        ``durable=True`` (also consume ``Body.send`` deliveries from a
+        persistent inbox: cbs-jetstream)."""
         check_name("verb", verb)
         if verb in self._endpoints:
             raise ValueError(f"cell {self.id}: verb {verb!r} is defined twice")
@@ -118,8 +118,7 @@ class Cell:
             handler=_as_async(handler),
             reply_schema=None if reply_schema is None else check_schema(reply_schema),
             also_accepts=tuple(check_schema(s) for s in also_accepts),
-            idempotent=idempotent,
-            durable=durable,
+            options=dict(options),
         )
 
     def verb(
@@ -129,8 +128,7 @@ class Cell:
         schema: str,
         reply_schema: str | None = None,
         also_accepts: Sequence[str] = (),
-        idempotent: bool = False,
-        durable: bool = False,
+        **options: Any,
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_verb`; returns the function unchanged."""
 
@@ -141,8 +139,7 @@ class Cell:
                 schema=schema,
                 reply_schema=reply_schema,
                 also_accepts=also_accepts,
-                idempotent=idempotent,
-                durable=durable,
+                **options,
             )
             return func
 

@@ -1,5 +1,6 @@
 """Built-in plugin ``core``: the core options and the built-in ``cbs`` commands
-(``demo``, ``run``, ``call``, ``plugins``, ``cells``)."""
+(``run``, ``call``, ``plugins``, ``cells``). Plugins add the others (the
+greeter plugin adds ``demo``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from cbs.contracts import parse_subject
+from cbs.kernel.capabilities import Directory
 from cbs.kernel.errors import UsageError
 from cbs.kernel.plugins import hookimpl
 from cbs.kernel.registries import CellField, CommandRegistry, OptionRegistry, Registered
@@ -18,9 +20,6 @@ if TYPE_CHECKING:
     from cbs.kernel.body import Body
 
 log = logging.getLogger("cbs")
-
-#: The cells of the demo flow: prompt_name -> greet -> print_greeting.
-DEMO_CELLS = ("prompt_name", "greet", "print_greeting")
 
 
 @hookimpl
@@ -51,41 +50,6 @@ def cbs_add_options(options: OptionRegistry) -> None:
 
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-# -- cbs demo ----------------------------------------------------------------------------
-
-
-def _configure_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", help="the name to greet (default: ask for it)")
-    parser.add_argument(
-        "--no-serve",
-        action="store_true",
-        help="only run the flow; the cells are served by other processes",
-    )
-
-
-async def _demo(body: Body, args: argparse.Namespace) -> int:
-    if not args.no_serve:
-        missing = [c for c in DEMO_CELLS if c not in body.cells]
-        if missing:
-            raise UsageError(
-                f"the demo needs cell '{missing[0]}': pip install cbs-greeter (plugins/greeter)"
-            )
-    await body.start(serve=False if args.no_serve else DEMO_CELLS)
-    try:
-        name = args.name
-        if name is None:
-            asked = await body.request("prompt_name", "read", {"prompt": "What is your name? "})
-            name = asked["name"]
-        greeting = await body.request("greeter", "say_hello", {"name": name})
-        await body.request("printer", "write", {"message": greeting["message"]})
-        if args.no_serve:
-            # The printer wrote to its own process's stdout: show it here too.
-            print(greeting["message"], flush=True)
-    finally:
-        await body.stop()
-    return 0
 
 
 # -- cbs run ------------------------------------------------------------------------------
@@ -146,11 +110,21 @@ async def _call(body: Body, args: argparse.Namespace) -> int:
         assert body.bus is not None
         if not body.bus.shared:
             await body.serve(True)  # nothing else can reach this bus: serve here
-        reply = await body.request(service, verb, payload, schema=args.schema, timeout=args.timeout)
+        schema = args.schema or await _advertised_schema(body, service, verb)
+        reply = await body.request(service, verb, payload, schema=schema, timeout=args.timeout)
     finally:
         await body.stop()
     print(json.dumps(reply, ensure_ascii=False))
     return 0
+
+
+async def _advertised_schema(body: Body, service: str, verb: str) -> str | None:
+    """The schema that the serving cell advertises, when no installed cell
+    declares one (``None``: let the body choose)."""
+    if body.cells.find_endpoint(service, verb) is not None:
+        return None
+    directory = body.capabilities.get(Directory)
+    return None if directory is None else await directory.endpoint_schema(service, verb)
 
 
 # -- cbs plugins / cbs cells -------------------------------------------------------------
@@ -174,6 +148,7 @@ def plugins_report(body: Body) -> list[dict[str, Any]]:
             "options": body.options.by_plugin(info.name),
             "commands": body.commands.by_plugin(info.name),
             "cell_fields": body.cell_fields.by_plugin(info.name),
+            "endpoint_options": body.endpoint_options.by_plugin(info.name),
         }
         report.append(
             {
@@ -241,37 +216,51 @@ async def add_cell_fields(body: Body, report: list[dict[str, Any]]) -> list[Regi
     return given
 
 
+#: Keys every row of ``cbs cells`` has; any other key is printed as ``key=value``.
+_CELL_KEYS = (
+    "id",
+    "name",
+    "category",
+    "version",
+    "service",
+    "subjects",
+    "schemas",
+    "purpose",
+    "plugin",
+)
+
+
 async def _cells(body: Body, args: argparse.Namespace) -> int:
     transport = body.transports.get(body.transport_name())
     found = None
     if transport is not None and transport.item.discover is not None:
-        found = await transport.item.discover(body.config)
+        found = await transport.item.discover(body)
     report = cells_report(body) if found is None else found
-    fields = await add_cell_fields(body, report)
+    await add_cell_fields(body, report)
     if args.json:
         _print_json(report)
         return 0
     if not report:
         print("no cells found (try: pip install cbs-greeter)", file=sys.stderr)
+    texts = {f.name: f.item.text for f in body.cell_fields}
     for c in report:
-        where = f"[{c['plugin']}]" if found is None else f"x{c['instances']}"
-        counts = "" if found is None else f"  requests={c['requests']} errors={c['errors']}"
         subjects = " ".join(c["subjects"])
-        extra = "".join(f"  {f.name}={f.item.text(c[f.name])}" for f in fields if f.name in c)
-        print(
-            f"{c['id']:<16} {c['category']:<6} {c['version']:<8} {subjects}  {where}{counts}{extra}"
+        where = f"  [{c['plugin']}]" if "plugin" in c else ""
+        extra = "".join(
+            f"  {key}={texts[key](value) if key in texts else _text(value)}"
+            for key, value in c.items()
+            if key not in _CELL_KEYS and (key in texts or not isinstance(value, dict))
         )
+        print(f"{c['id']:<16} {c['category']:<6} {c['version']:<8} {subjects}{where}{extra}")
     return 0
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 @hookimpl
 def cbs_add_commands(commands: CommandRegistry) -> None:
-    commands.add(
-        "demo",
-        help="run the greeting flow: prompt_name -> greet -> print_greeting",
-        run=_demo,
-        configure=_configure_demo,
-    )
     commands.add(
         "run", help="serve installed cells until SIGINT/SIGTERM", run=_run, configure=_configure_run
     )

@@ -1,38 +1,51 @@
 """Every hook CBS calls, in one module.
 
-Hooks run at **wiring time** only: while a body is built, started and stopped.
-Nothing here is called per message; per-message behaviour is middleware,
-registered through :func:`cbs_register_middleware` and composed once per
-endpoint.
+Hooks run at **wiring time** only: while a body is built, configured, started
+and stopped, and when cells are added or removed at run time. Nothing here is
+called per message; per-message behaviour is middleware, registered through
+:func:`cbs_register_middleware` and composed once per endpoint.
 
 Firing order for a body that serves cells (``cbs run``)::
 
-    Body(...)                  cbs_add_options, cbs_add_commands,
-                               cbs_register_transports, cbs_add_cell_fields
-    body.start()               cbs_register_cells, cbs_register_middleware
-                               (once each, at the first start or listing)
-                               cbs_body_starting
-                               -- transport connects --
+    Body(...)                  cbs_addhooks (once, as plugins load)
+                               cbs_add_options, cbs_add_commands,
+                               cbs_register_transports, cbs_add_cell_fields,
+                               cbs_add_endpoint_options
+    first start or listing     cbs_configured          (once: settings checked)
+                               cbs_register_cells, cbs_register_middleware
+    body.start()               cbs_body_starting
+                               -- transport connects, its capabilities are offered --
                                cbs_cell_started        (once per served cell)
                                cbs_body_started
+    body.add_cell(c)           cbs_cell_started
+    body.remove_cell(id)       cbs_cell_stopping -- drain -- cbs_cell_stopped
+    body.replace_cell(c)       cbs_cell_started (new) ; cbs_cell_stopping (old)
+                               -- old drains -- cbs_cell_stopped (old)
     body.stop()                cbs_body_stopping
                                -- subscriptions drain --
                                cbs_cell_stopped        (once per served cell)
                                -- transport closes --
                                cbs_body_stopped
 
-No hook is ``firstresult`` and none is a wrapper: every implementation runs and
-results are ignored unless a spec says otherwise. Lifecycle notifications may be
-``async def``; the body runs them one plugin at a time, awaiting each before
-the next (last registered first, as pluggy orders them). Registration hooks
-must be plain functions.
+Every hook is called through pluggy in pluggy's order: ``tryfirst``
+implementations first, then the last registered plugin first, ``trylast``
+last. No hook is ``firstresult`` and none is a wrapper: every implementation
+runs and results are ignored unless a spec says otherwise. Notifications may
+be ``async def``: pluggy calls every implementation (plain ones run at once),
+then the body awaits the coroutines one at a time in that order. Registration
+hooks must be plain functions.
 
 If a start fails (a ``cbs_body_starting`` or ``cbs_body_started`` hook raises,
 the transport cannot connect, a cell fails to start), what was started is torn
 down: ``cbs_cell_stopped`` for each cell already served, then
 ``cbs_body_stopped``; ``cbs_body_stopping`` is not called. Exceptions in
-``cbs_body_stopping``, ``cbs_cell_stopped`` and ``cbs_body_stopped`` are logged
-and the remaining implementations still run.
+``cbs_cell_stopping``, ``cbs_body_stopping``, ``cbs_cell_stopped`` and
+``cbs_body_stopped`` are logged and the remaining implementations still run.
+
+Plugins may add hook specs of their own with :func:`cbs_addhooks` (the
+breaker's ``cbs_breaker_state_changed``, jetstream's
+``cbs_jetstream_dead_lettered``) and call them through
+``body.plugin_manager.hook``.
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ if TYPE_CHECKING:
         CellFieldRegistry,
         CellRegistry,
         CommandRegistry,
+        EndpointOptionRegistry,
         MiddlewareRegistry,
         OptionRegistry,
         TransportRegistry,
@@ -57,6 +71,18 @@ if TYPE_CHECKING:
 hookspec = pluggy.HookspecMarker("cbs")
 
 # --- registration ----------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def cbs_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Add hook specs of this plugin's own: ``pluginmanager.add_hookspecs(module)``.
+
+    Called once per plugin manager while plugins load (historic: a plugin
+    registered later is called too), before implementations are checked, so
+    other plugins may implement the new hooks. Call them at wiring time or on
+    rare events (a breaker opening), never per message:
+    ``body.plugin_manager.hook.cbs_x(...)``. Returns nothing. Plain function only.
+    """
 
 
 @hookspec
@@ -77,6 +103,30 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
     configure=..., run=...)``: ``configure(parser)`` adds arguments to an
     ``argparse`` subparser; ``run(body, args)`` returns an exit code or an
     awaitable of one. Returns nothing. Plain function only.
+    """
+
+
+@hookspec
+def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
+    """Declare per-endpoint options that cells set and this plugin reads.
+
+    Called once per body, while it is built. ``options.add(OPTION)`` with a
+    module-level ``OPTION = EndpointOption("durable", bool, False, help=...)``;
+    a cell sets it with ``@cell.verb("write", schema=..., durable=True)`` and
+    the plugin reads ``OPTION.of(endpoint)``. When a cell is added, an option
+    of the wrong type is a ``PluginError``; one no plugin declares is ignored
+    (logged at DEBUG: the plugin that reads it may simply not be installed). Returns nothing. Plain function only.
+    """
+
+
+@hookspec
+def cbs_configured(config: Config, body: Body) -> None:
+    """Check and digest the resolved options, in one place.
+
+    Called once per body, when the configuration is final: at its first
+    start or listing of cells (the CLI parses flags before that). Raise
+    ``ConfigError`` with one line for a bad value; keep parsed settings in
+    ``body.stash``. Returns nothing. Plain function only.
     """
 
 
@@ -115,13 +165,16 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
     """Add client-side and server-side middleware factories.
 
     Called once per body, at its first start. ``middleware.add_client(name,
-    factory, order=...)`` where ``factory(target, next)`` returns a handler
-    wrapping ``next`` for requests sent to ``target``;
-    ``middleware.add_server(name, factory, order=...)`` likewise for requests a
-    served endpoint receives. The kernel composes each chain once per endpoint
-    (lower ``order`` wraps outside). ``config`` holds the resolved options;
-    ``body`` is the body being wired (e.g. for ``body.stash`` or
-    ``body.transport_name()``). Returns nothing. Plain function only.
+    factory, phase=..., order=...)`` where ``factory(target, next)`` returns a
+    handler wrapping ``next`` for requests sent to ``target``;
+    ``middleware.add_server(name, factory, phase=..., order=...)`` likewise
+    for requests a served endpoint receives. The kernel composes each chain
+    once per endpoint: by phase, outermost first (``outermost``, ``observe``,
+    ``resilience``, ``attempt``, ``transport``; default ``observe``), then by
+    ``order`` within the phase (lower wraps outside). ``config`` holds the
+    resolved options; ``body`` is the body being wired (e.g. for
+    ``body.stash`` or ``body.transport_name()``). Returns nothing. Plain
+    function only.
     """
 
 
@@ -134,6 +187,7 @@ def cbs_register_cells(cells: CellRegistry, config: Config) -> None:
 
     Called once per body, at its first start or listing of cells.
     ``cells.add(cell)``; the body serves all of them or those selected by id.
+    Cells added later with ``body.add_cell`` do not go through this hook.
     ``config`` holds the resolved options. Returns nothing. Plain function only.
     """
 
@@ -142,8 +196,20 @@ def cbs_register_cells(cells: CellRegistry, config: Config) -> None:
 def cbs_cell_started(body: Body, cell: Cell) -> None:
     """Notification: ``cell`` has started and its endpoints are served.
 
-    Called once per served cell at each start, after the transport connected.
-    May be ``async def``. Returns nothing.
+    Called once per served cell at each start, after the transport connected,
+    and when a running body adds or replaces a cell (the new cell serves
+    before the old one drains). May be ``async def``. Returns nothing.
+    """
+
+
+@hookspec
+def cbs_cell_stopping(body: Body, cell: Cell) -> None:
+    """Notification: ``cell`` is about to drain on a running body (removed or
+    replaced); its endpoints still serve.
+
+    Called once per removed or replaced cell, not at ``body.stop()`` (see
+    ``cbs_body_stopping``). May be ``async def``. Returns nothing; exceptions
+    are logged.
     """
 
 
@@ -151,8 +217,9 @@ def cbs_cell_started(body: Body, cell: Cell) -> None:
 def cbs_cell_stopped(body: Body, cell: Cell) -> None:
     """Notification: ``cell`` no longer receives requests and has stopped.
 
-    Called once per served cell at each stop, before the transport closes.
-    May be ``async def``. Returns nothing.
+    Called once per served cell at each stop, before the transport closes,
+    and when a running body has removed or replaced a cell. May be ``async
+    def``. Returns nothing; exceptions are logged.
     """
 
 

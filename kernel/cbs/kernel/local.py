@@ -9,13 +9,15 @@ thread hop or context switch. It is the transport when no other is installed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from cbs.contracts import NotFound, RawHandler, Timeout
+from cbs.contracts import NotFound, RawHandler, ReplyCheck, Timeout
+from cbs.kernel.capabilities import TransportState
 from cbs.kernel.config import Config
-from cbs.kernel.eager import resume
 from cbs.kernel.plugins import hookimpl
 from cbs.kernel.registries import TransportRegistry
+from cbs.kernel.transport import drive
 
 __all__ = ["LocalBus"]
 
@@ -36,7 +38,8 @@ class _Member:
         async with self._slots:
             self._in_flight += 1
             try:
-                return await self._handler(data, dict(headers) if headers else None)
+                outcome = await self._handler(data, dict(headers) if headers else None)
+                return outcome.data
             finally:
                 self._in_flight -= 1
                 if self._in_flight == 0 and self._idle is not None:
@@ -49,8 +52,9 @@ class _Member:
             await self._idle.wait()
 
 
-class LocalBus:
-    """A bus whose parties all live in this process."""
+class LocalBus(TransportState):
+    """A bus whose parties all live in this process. Its own
+    :class:`TransportState`: always receiving, never a wrong reply."""
 
     name = "local"
     shared = False
@@ -77,7 +81,8 @@ class LocalBus:
         *,
         timeout: float,
         headers: Mapping[str, str] | None = None,
-    ) -> bytes:
+        check: ReplyCheck | None = None,
+    ) -> Any:
         groups = self._routes.get(subject)
         if not groups:
             raise NotFound(f"No cell serves {subject}")
@@ -88,12 +93,14 @@ class LocalBus:
             waiting = call.send(None)
         except StopIteration as done:
             reply: bytes = done.value
-            return reply
-        try:
-            async with asyncio.timeout(timeout):
-                return await resume(call, waiting)
-        except TimeoutError:
-            raise Timeout(f"No reply on {subject} within {timeout:g} s") from None
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    reply = await drive(call, waiting)
+            except TimeoutError:
+                raise Timeout(f"No reply on {subject} within {timeout:g} s") from None
+        # The handler is the kernel's own server path: its reply always matches.
+        return reply if check is None else check(reply)
 
     async def publish(
         self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None
@@ -123,6 +130,9 @@ class LocalBus:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def capabilities(self) -> Sequence[object]:
+        return (self,)
 
 
 def _make_local_bus(config: Config) -> LocalBus:

@@ -2,12 +2,20 @@
 
 Client side (``Body.request``)::
 
-    [client middleware ...] -> encode -> bus.request -> decode -> raise on error
+    [client middleware ...] -> encode -> bus.request(check) -> raise on error
+
+    ``check`` decodes each reply that arrives; one that does not answer this
+    request (wrong id, not an envelope) is dropped by the bus and counted,
+    and the wait goes on: only the matching reply completes the call.
 
 Server side (what a bus delivers)::
 
     decode -> [server middleware ...] -> schema check -> cell handler -> reply
-    -> encode;  any exception becomes an error reply (tracebacks only in the log)
+    -> encode -> Outcome;  any exception becomes an error reply (tracebacks
+    only in the log)
+
+Middleware is ordered by **phase**, outermost first (:data:`PHASES`), then by
+``order`` within a phase (lower wraps outside), then by registration.
 
 A client handler takes ``(request, headers, timeout)`` and returns the reply
 envelope of a *successful* reply; failures are raised as ``CbsError`` (the
@@ -37,6 +45,7 @@ from cbs.contracts import (
     Internal,
     NoResponders,
     NotFound,
+    Outcome,
     RawHandler,
     codec,
 )
@@ -51,10 +60,21 @@ __all__ = [
     "Served",
     "Request",
     "current_request",
+    "PHASES",
     "compose",
     "client_chain",
-    "server_endpoint",
+    "server_path",
 ]
+
+#: Middleware phases, outermost first. Client side: ``outermost`` (sees the
+#: whole call, e.g. fault injection), ``observe`` (tracing, metrics: one span
+#: and one count per call), ``resilience`` (deadlines, bulkheads, retries,
+#: breakers: may call what is inside more than once), ``attempt`` (once per
+#: attempt: per-attempt timeouts), ``transport`` (next to the wire). The
+#: server side uses the same names: ``outermost`` (discovery counters, deadline
+#: guards), ``observe``, ``resilience``, ``attempt``, ``transport`` (next to the
+#: cell's handler).
+PHASES = ("outermost", "observe", "resilience", "attempt", "transport")
 
 log = logging.getLogger("cbs.kernel")
 
@@ -65,7 +85,7 @@ ServerHandler = Callable[[Envelope, Mapping[str, str]], Awaitable[Envelope]]
 @attrs.frozen
 class Target:
     """Where a client chain sends: a verb of a service, and its endpoint when
-    the cell is installed in this process (so its flags are known)."""
+    the cell is installed in this process (so its options are known)."""
 
     service: str
     verb: str
@@ -132,19 +152,17 @@ def client_chain(bus: Bus, target: Target, factories: Sequence[ClientMiddleware]
 
     async def send(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
         try:
-            data = await bus_request(
-                subject, encode(request), timeout=timeout, headers=headers or None
+            reply: Envelope = await bus_request(
+                subject,
+                encode(request),
+                timeout=timeout,
+                headers=headers or None,
+                check=lambda data: decode_reply(data, request),
             )
         except NotFound as exc:  # from the transport itself: nobody serves the subject
             if isinstance(exc, NoResponders):
                 raise
             raise NoResponders(exc.message, details=exc.details) from None
-        try:
-            reply = decode_reply(data, request)
-        except BadRequest:
-            raise Internal("Malformed reply") from None
-        if reply.id != request.id:
-            raise Internal("Reply does not match the request")
         if reply.error is not None:
             raise CbsError.from_wire(reply.error)
         return reply
@@ -172,8 +190,9 @@ def _salvage(data: bytes, served: Served) -> Envelope | None:
     )
 
 
-def server_endpoint(served: Served, factories: Sequence[ServerMiddleware]) -> RawHandler:
-    """The composed server path for one endpoint, as a bus ``RawHandler``."""
+def server_path(served: Served, factories: Sequence[ServerMiddleware]) -> RawHandler:
+    """The composed server path for one endpoint, as a bus ``RawHandler``
+    (public as ``cbs.kernel.transport.endpoint_handler``)."""
     cell, endpoint = served.cell, served.endpoint
     service, verb = cell.service, endpoint.verb
     accepts = frozenset((endpoint.schema, *endpoint.also_accepts))
@@ -200,7 +219,7 @@ def server_endpoint(served: Served, factories: Sequence[ServerMiddleware]) -> Ra
 
     chain: ServerHandler = compose(factories, served, invoke)
 
-    def fail(request: Envelope, exc: BaseException) -> bytes:
+    def fail(request: Envelope, exc: BaseException) -> Outcome:
         if isinstance(exc, CbsError):
             error = exc
         else:
@@ -212,9 +231,10 @@ def server_endpoint(served: Served, factories: Sequence[ServerMiddleware]) -> Ra
                 exc_info=exc,
             )
             error = Internal()
-        return encode(request.error_reply(error, schema=error_schema))
+        reply = request.error_reply(error, schema=error_schema)
+        return Outcome(encode(reply), reply, error)
 
-    async def handle(data: bytes, headers: Mapping[str, str] | None) -> bytes:
+    async def handle(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
         try:
             request = codec.decode(data)
             if request.service != service or request.verb != verb:
@@ -225,10 +245,12 @@ def server_endpoint(served: Served, factories: Sequence[ServerMiddleware]) -> Ra
             addressed = _salvage(data, served) or Envelope.request(
                 service, verb, {}, schema=endpoint.schema
             )
-            return encode(addressed.error_reply(exc, schema=error_schema))
+            return fail(addressed, exc)
         try:
             reply = await chain(request, headers or {})
-            return encode(reply)
+            if reply.error is not None:  # a middleware answered with an error envelope
+                return Outcome(encode(reply), reply, CbsError.from_wire(reply.error))
+            return Outcome(encode(reply), reply)
         except Exception as exc:
             return fail(request, exc)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -57,10 +57,18 @@ class Selection:
     block: frozenset[str] = frozenset()
 
     @classmethod
-    def from_specs(cls, specs: Iterable[str], *, autoload: bool | None = None) -> Selection:
+    def from_specs(
+        cls,
+        specs: Iterable[str],
+        *,
+        autoload: bool | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Selection:
         """Build from ``-p``-style specs (``name`` or ``no:name``) plus the
-        ``CBS_PLUGINS`` and ``CBS_DISABLE_PLUGIN_AUTOLOAD`` environment variables."""
-        env_specs = [s.strip() for s in os.environ.get("CBS_PLUGINS", "").split(",")]
+        ``CBS_PLUGINS`` and ``CBS_DISABLE_PLUGIN_AUTOLOAD`` environment variables
+        (of ``environ``, default ``os.environ``)."""
+        environ = os.environ if environ is None else environ
+        env_specs = [s.strip() for s in environ.get("CBS_PLUGINS", "").split(",")]
         allow: set[str] = set()
         block: set[str] = set()
         for spec in [*env_specs, *specs]:
@@ -71,7 +79,7 @@ class Selection:
             else:
                 allow.add(spec)
         if autoload is None:
-            autoload = os.environ.get("CBS_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
+            autoload = environ.get("CBS_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
         return cls(autoload, frozenset(allow) if allow or not autoload else None, frozenset(block))
 
 
@@ -152,6 +160,10 @@ def load_plugins(
         _register(pm, name, plugin)
         infos[name] = PluginInfo(name, "(given)", "", module, False)
 
+    try:
+        pm.hook.cbs_addhooks.call_historic(kwargs={"pluginmanager": pm})
+    except Exception as exc:
+        raise PluginError(f"plugin hook specs failed: {type(exc).__name__}: {exc}") from exc
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -1,7 +1,11 @@
 """Typed registries handed to the ``cbs_register_*`` and ``cbs_add_*`` hooks.
 
 Each validates what it is given and records which plugin gave it, so that
-``cbs plugins`` can tell who registered what.
+``cbs plugins`` can tell who registered what. The hooks are called through
+pluggy, all implementations in one call; a registry learns which plugin is
+registering by finding that plugin's hook implementation on the call stack
+(see ``cbs.kernel.hooks``). What is added outside a hook (``Body.add_cell``
+at run time) is recorded as added by ``runtime``.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
-from cbs.contracts import Bus, Cell, subject_for
+from cbs.contracts import Bus, Cell, Endpoint, subject_for
 from cbs.contracts.envelope import NAME_RE
 from cbs.kernel.config import Config, Option
 from cbs.kernel.errors import PluginError
-from cbs.kernel.middleware import ClientMiddleware, ServerMiddleware
+from cbs.kernel.hooks import current_plugin
+from cbs.kernel.middleware import PHASES, ClientMiddleware, ServerMiddleware
 
 if TYPE_CHECKING:
     from cbs.kernel.body import Body
@@ -30,6 +35,8 @@ __all__ = [
     "OptionRegistry",
     "CommandRegistry",
     "CellFieldRegistry",
+    "EndpointOption",
+    "EndpointOptionRegistry",
     "Transport",
     "Command",
     "CellField",
@@ -39,7 +46,7 @@ T = TypeVar("T")
 
 TransportFactory = Callable[[Config], Bus]
 #: Lists the cells reachable on a shared bus (``None``: nothing to discover).
-Discover = Callable[[Config], Awaitable["list[dict[str, Any]] | None"]]
+Discover = Callable[["Body"], Awaitable["list[dict[str, Any]] | None"]]
 CommandRun = Callable[["Body", argparse.Namespace], "int | Awaitable[int]"]
 #: Values of a ``cbs cells`` field for the given rows, by cell id.
 CellFieldProvider = Callable[["Body", "list[dict[str, Any]]"], Awaitable["Mapping[str, Any]"]]
@@ -59,17 +66,21 @@ class _Registry(Generic[T]):
 
     def __init__(self) -> None:
         self._items: dict[str, Registered[T]] = {}
-        #: The plugin whose hook implementation is running; set by the loader.
-        self.plugin = ""
+
+    @property
+    def plugin(self) -> str:
+        """The plugin registering right now (``runtime`` outside a hook)."""
+        return current_plugin() or "runtime"
 
     def _add(self, name: str, item: T) -> None:
+        plugin = self.plugin
         if name in self._items:
             other = self._items[name].plugin
             raise PluginError(
-                f"plugin '{self.plugin}' registers {self.kind} '{name}',"
+                f"plugin '{plugin}' registers {self.kind} '{name}',"
                 f" already registered by plugin '{other}'"
             )
-        self._items[name] = Registered(name, item, self.plugin)
+        self._items[name] = Registered(name, item, plugin)
 
     def __iter__(self) -> Iterator[Registered[T]]:
         return iter(self._items.values())
@@ -114,6 +125,23 @@ class CellRegistry(_Registry[Cell]):
         self._add(cell.id, cell)
         self._subjects.update(dict.fromkeys(subjects, cell.id))
 
+    def remove(self, cell_id: str) -> Cell:
+        """Forget a cell (``KeyError`` if unknown); returns it."""
+        cell = self._items.pop(cell_id).item
+        for subject in [s for s, owner in self._subjects.items() if owner == cell_id]:
+            del self._subjects[subject]
+        return cell
+
+    def replace(self, cell: Cell) -> Cell:
+        """Put ``cell`` in the place of the cell with its id; returns the old one."""
+        old = self.remove(cell.id)
+        try:
+            self.add(cell)
+        except PluginError:
+            self.add(old)
+            raise
+        return old
+
     def cell(self, cell_id: str) -> Cell:
         entry = self.get(cell_id)
         if entry is None:
@@ -131,6 +159,7 @@ class Transport:
     factory: TransportFactory
     priority: int = 0
     discover: Discover | None = None
+    shared: Callable[[Config], bool] | None = None
 
 
 class TransportRegistry(_Registry[Transport]):
@@ -145,13 +174,17 @@ class TransportRegistry(_Registry[Transport]):
         *,
         priority: int = 0,
         discover: Discover | None = None,
+        shared: Callable[[Config], bool] | None = None,
     ) -> None:
-        """``factory(config)`` makes the bus; ``discover(config)``, if given,
-        lists the cells served by every process on that bus, for ``cbs cells``
-        (each a dict like ``cbs cells --json`` prints, plus ``instances``,
-        ``requests`` and ``errors``), or returns ``None`` when there is no
-        shared bus to look at."""
-        self._add(name, Transport(factory, priority, discover))
+        """``factory(config)`` makes the bus; ``await discover(body)``, if
+        given, lists the cells served by every process on that bus, for
+        ``cbs cells`` (rows like ``cbs cells --json`` prints; keys beyond
+        those become extra columns), or returns ``None`` when there is no
+        shared bus to look at. It may start ``body`` (serving nothing) to
+        use its connection. ``shared(config)`` tells, before connecting,
+        whether other processes can reach this bus with that configuration
+        (default: they cannot)."""
+        self._add(name, Transport(factory, priority, discover, shared))
 
     def default(self) -> str | None:
         best = max(self, key=lambda r: r.item.priority, default=None)
@@ -161,38 +194,70 @@ class TransportRegistry(_Registry[Transport]):
 @attrs.frozen
 class Middleware(Generic[T]):
     factory: T
+    phase: str = "observe"
     order: int = 0
+
+    def sort_key(self) -> tuple[int, int]:
+        return PHASES.index(self.phase), self.order
+
+
+class _MiddlewareSide(_Registry[Middleware[T]]):
+    def add(self, name: str, factory: T, phase: str, order: int) -> None:
+        if phase not in PHASES:
+            raise PluginError(
+                f"plugin '{self.plugin}': {self.kind} '{name}' names phase '{phase}'"
+                f" (phases: {', '.join(PHASES)})"
+            )
+        self._add(name, Middleware(factory, phase, order))
+
+    def factories(self) -> list[T]:
+        # sorted() is stable: ties keep registration order.
+        return [r.item.factory for r in sorted(self, key=lambda r: r.item.sort_key())]
+
+
+def _placements(side: str, registry: _MiddlewareSide[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "side": side,
+            "name": r.name,
+            "phase": r.item.phase,
+            "order": r.item.order,
+            "plugin": r.plugin,
+        }
+        for r in sorted(registry, key=lambda r: r.item.sort_key())
+    ]
 
 
 class MiddlewareRegistry:
-    """Client-side and server-side middleware factories, ordered by ``order``
-    (lower wraps outside; ties keep registration order)."""
+    """Client-side and server-side middleware factories, ordered by phase
+    (see ``cbs.kernel.middleware.PHASES``, outermost first), then ``order``
+    within the phase (lower wraps outside), then registration order."""
 
     def __init__(self) -> None:
-        self.client: _Registry[Middleware[ClientMiddleware]] = _Registry()
-        self.server: _Registry[Middleware[ServerMiddleware]] = _Registry()
+        self.client: _MiddlewareSide[ClientMiddleware] = _MiddlewareSide()
+        self.server: _MiddlewareSide[ServerMiddleware] = _MiddlewareSide()
         self.client.kind = "client middleware"
         self.server.kind = "server middleware"
 
-    @property
-    def plugin(self) -> str:
-        return self.client.plugin
+    def add_client(
+        self, name: str, factory: ClientMiddleware, *, phase: str = "observe", order: int = 0
+    ) -> None:
+        self.client.add(name, factory, phase, order)
 
-    @plugin.setter
-    def plugin(self, name: str) -> None:
-        self.client.plugin = self.server.plugin = name
-
-    def add_client(self, name: str, factory: ClientMiddleware, *, order: int = 0) -> None:
-        self.client._add(name, Middleware(factory, order))
-
-    def add_server(self, name: str, factory: ServerMiddleware, *, order: int = 0) -> None:
-        self.server._add(name, Middleware(factory, order))
+    def add_server(
+        self, name: str, factory: ServerMiddleware, *, phase: str = "observe", order: int = 0
+    ) -> None:
+        self.server.add(name, factory, phase, order)
 
     def client_factories(self) -> list[ClientMiddleware]:
-        return [r.item.factory for r in sorted(self.client, key=lambda r: r.item.order)]
+        return self.client.factories()
 
     def server_factories(self) -> list[ServerMiddleware]:
-        return [r.item.factory for r in sorted(self.server, key=lambda r: r.item.order)]
+        return self.server.factories()
+
+    def placements(self) -> list[dict[str, Any]]:
+        """Every middleware with its side, phase, order and plugin, in wrapping order."""
+        return [*_placements("client", self.client), *_placements("server", self.server)]
 
     def by_plugin(self, plugin: str) -> list[str]:
         return self.client.by_plugin(plugin) + self.server.by_plugin(plugin)
@@ -276,3 +341,53 @@ class CellFieldRegistry(_Registry[CellField]):
                 f"plugin '{self.plugin}': cells field name '{name}' is not snake_case"
             )
         self._add(name, CellField(provider, text or _compact))
+
+
+@attrs.frozen(eq=False)
+class EndpointOption(Generic[T]):
+    """An option that cells set per verb (``cell.verb("x", ..., durable=True)``)
+    and that the declaring plugin reads with ``DURABLE.of(endpoint)``.
+    Create one per option at module level and declare it in
+    ``cbs_add_endpoint_options``."""
+
+    name: str
+    type: type[T]
+    default: T
+    help: str = ""
+
+    def of(self, endpoint: Endpoint | None) -> T:
+        """The value an endpoint sets (the default if it sets none)."""
+        if endpoint is None:
+            return self.default
+        value: T = endpoint.options.get(self.name, self.default)
+        return value
+
+
+class EndpointOptionRegistry(_Registry[EndpointOption[Any]]):
+    """Per-endpoint options that plugins read; the kernel checks each cell's
+    options against them when the cell is added."""
+
+    kind = "endpoint option"
+
+    def add(self, option: EndpointOption[Any]) -> None:
+        if NAME_RE.fullmatch(option.name) is None:
+            raise PluginError(
+                f"plugin '{self.plugin}': endpoint option '{option.name}' is not snake_case"
+            )
+        self._add(option.name, option)
+
+    def check(self, cell: Cell) -> list[str]:
+        """Raise ``PluginError`` for a declared option of the wrong type;
+        return the names of options no loaded plugin declares (ignored)."""
+        unknown = []
+        for endpoint in cell.endpoints:
+            for name, value in endpoint.options.items():
+                entry = self.get(name)
+                if entry is None:
+                    unknown.append(name)
+                elif not isinstance(value, entry.item.type):
+                    raise PluginError(
+                        f"cell '{cell.id}' verb '{endpoint.verb}': endpoint option '{name}'"
+                        f" must be {entry.item.type.__name__}, not {type(value).__name__}"
+                    )
+        return sorted(set(unknown))

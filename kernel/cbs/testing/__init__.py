@@ -35,9 +35,10 @@ import pytest_asyncio
 from cbs.contracts import CbsError, Cell, Envelope, codec
 from cbs.kernel.body import Body
 from cbs.kernel.config import Config
-from cbs.kernel.middleware import Served, ServerMiddleware, server_endpoint
+from cbs.kernel.middleware import Served, ServerMiddleware
 from cbs.kernel.plugins import hookimpl
 from cbs.kernel.registries import CellRegistry
+from cbs.kernel.transport import endpoint_handler
 
 __all__ = [
     "call_cell",
@@ -64,9 +65,10 @@ async def call_cell_envelope(
     endpoint = next((e for e in cell.endpoints if e.verb == verb), None)
     if endpoint is None:
         raise KeyError(f"cell {cell.id} has no verb {verb!r}")
-    handle = server_endpoint(Served(cell, endpoint), middleware)
+    handle = endpoint_handler(Served(cell, endpoint), middleware)
     request = Envelope.request(cell.service, verb, payload, schema=schema or endpoint.schema)
-    return codec.decode(await handle(codec.encode(request), headers))
+    outcome = await handle(codec.encode(request), headers)
+    return codec.decode(outcome.data)
 
 
 async def call_cell(

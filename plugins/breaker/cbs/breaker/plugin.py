@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pluggy
+
+from cbs.breaker import hookspecs
 from cbs.kernel import (
     Body,
     CellFieldRegistry,
     ClientHandler,
     Config,
+    EndpointOption,
+    EndpointOptionRegistry,
     MiddlewareRegistry,
     OptionRegistry,
     StashKey,
@@ -27,17 +32,35 @@ if TYPE_CHECKING:
 TABLE: StashKey[BreakerTable] = StashKey()
 RESPONDER: StashKey[Responder] = StashKey()
 
-#: Where each layer sits among all client middleware (lower wraps outside);
-#: middleware of other plugins at the default order 0 runs once per attempt.
-ORDER = {
-    "deadline": -400,
-    "bulkhead": -300,
-    "retry": -200,
-    "circuit_breaker": -100,
-    "attempt_timeout": 100,
+#: Where each layer sits among the client middleware: (phase, order). The
+#: first four in phase ``resilience`` (outside any per-attempt middleware),
+#: the per-attempt timeout in phase ``attempt`` (once per attempt).
+PLACEMENT = {
+    "deadline": ("resilience", 10),
+    "bulkhead": ("resilience", 20),
+    "retry": ("resilience", 30),
+    "circuit_breaker": ("resilience", 40),
+    "attempt_timeout": ("attempt", 0),
 }
-#: The server's deadline guard wraps outside most server middleware.
-GUARD_ORDER = -500
+#: The server's deadline guard: inside tracing and metrics (a late request is
+#: still traced and counted), outside everything else.
+GUARD_PLACEMENT = ("resilience", 0)
+
+#: The endpoint option a cell sets for a verb that is safe to repeat
+#: (``@cell.verb("say_hello", schema=..., idempotent=True)``): retries apply.
+IDEMPOTENT = EndpointOption(
+    "idempotent", bool, False, help="safe to call twice: cbs-breaker may retry it"
+)
+
+
+@hookimpl
+def cbs_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
+    options.add(IDEMPOTENT)
 
 
 @hookimpl
@@ -54,7 +77,7 @@ def cbs_add_options(options: OptionRegistry) -> None:
 def _idempotent(target: Target, declared: bool | None) -> bool:
     if declared is not None:
         return declared
-    return target.endpoint is not None and target.endpoint.idempotent
+    return IDEMPOTENT.of(target.endpoint)
 
 
 @hookimpl
@@ -65,6 +88,12 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
 
     settings = load_settings(config.get("breaker_config"))  # ConfigError if bad
     table = body.stash.setdefault(TABLE, BreakerTable())
+    hook = body.plugin_manager.hook
+
+    def announce(service: str, verb: str, old: str, new: str) -> None:
+        hook.cbs_breaker_state_changed(body=body, service=service, verb=verb, old=old, new=new)
+
+    table.listeners.append(announce)
 
     def deadline(target: Target, call_next: ClientHandler) -> ClientHandler:
         policy = settings.policy(target.service, target.verb)
@@ -96,8 +125,10 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
         return factory(target, call_next)
 
     for factory in (deadline, bulkhead, retry, circuit_breaker, attempt_timeout):
-        middleware.add_client(factory.__name__, factory, order=ORDER[factory.__name__])
-    middleware.add_server("deadline_guard", layers.deadline_guard, order=GUARD_ORDER)
+        phase, order = PLACEMENT[factory.__name__]
+        middleware.add_client(factory.__name__, factory, phase=phase, order=order)
+    phase, order = GUARD_PLACEMENT
+    middleware.add_server("deadline_guard", layers.deadline_guard, phase=phase, order=order)
 
 
 @hookimpl

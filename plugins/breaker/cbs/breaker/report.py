@@ -20,13 +20,13 @@ import importlib.util
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from cbs.breaker.circuit import CLOSED, OPEN, STATES, BreakerSettings, CircuitBreaker
-from cbs.contracts import Bus, Subscription
+from cbs.contracts import Bus, Outcome, Subscription
 
 if TYPE_CHECKING:
     from cbs.kernel import Body
@@ -46,6 +46,8 @@ log = logging.getLogger("cbs.breaker")
 
 QUERY_SUBJECT = "_cbs.breaker.states"
 _REPLY_PREFIX = "_cbs.breaker.reply."
+#: What the responder hands back to the bus: nothing to reply (it publishes itself).
+_NOTHING = Outcome(b"")
 
 
 # -- the metric -----------------------------------------------------------------------------
@@ -92,6 +94,8 @@ class BreakerTable:
     def __init__(self) -> None:
         self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self.instance = uuid.uuid4().hex
+        #: Called as ``listener(service, verb, old, new)`` on every state change.
+        self.listeners: list[Callable[[str, str, str, str], None]] = []
 
     def get(
         self, service: str, verb: str, settings: BreakerSettings, clock: Any = time.monotonic
@@ -112,6 +116,11 @@ class BreakerTable:
         log.log(level, "breaker %s: %s -> %s", breaker.name, old, new)
         service, _, verb = breaker.name.partition(".")
         _set_gauge(service, verb, new)
+        for listener in self.listeners:
+            try:
+                listener(service, verb, old, new)
+            except Exception:
+                log.exception("breaker %s: a state listener failed", breaker.name)
 
     def states(self) -> dict[tuple[str, str], str]:
         return {key: breaker.state for key, breaker in self.breakers.items()}
@@ -140,15 +149,15 @@ class Responder:
     async def start(self) -> None:
         bus, table = self.bus, self.table
 
-        async def answer(data: bytes, headers: Mapping[str, str] | None) -> bytes:
+        async def answer(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
             try:
                 query = orjson.loads(data)
                 reply_to = query["reply_to"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
-                return b""
+                return _NOTHING
             if isinstance(reply_to, str) and reply_to.startswith(_REPLY_PREFIX):
                 await bus.publish(reply_to, orjson.dumps(table.message()))
-            return b""
+            return _NOTHING
 
         queue = f"breaker_{table.instance}"  # a group of one: every body hears each query
         self.sub = await bus.serve(QUERY_SUBJECT, queue, answer, max_concurrency=4)
@@ -167,15 +176,15 @@ async def gather(bus: Bus, *, wait: float = 0.5, quiet: float = 0.15) -> list[di
     replies: list[dict[str, Any]] = []
     arrived = asyncio.Event()
 
-    async def collect(data: bytes, headers: Mapping[str, str] | None) -> bytes:
+    async def collect(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
         try:
             reply = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return b""
+            return _NOTHING
         if isinstance(reply, dict) and isinstance(reply.get("breakers"), list):
             replies.append(reply)
             arrived.set()
-        return b""
+        return _NOTHING
 
     sub = await bus.serve(inbox, inbox, collect, max_concurrency=16)
     try:
@@ -236,18 +245,8 @@ async def cells_field(body: Body, cells: list[dict[str, Any]]) -> dict[str, Any]
     breakers of this process."""
     from cbs.breaker.plugin import TABLE
 
-    bus = body.bus
-    if bus is None:
-        transport = body.transports.get(body.transport_name())
-        if transport is not None:
-            candidate = transport.item.factory(body.config)
-            if candidate.shared:  # else nothing to ask (and no server to start)
-                await candidate.start()
-                try:
-                    return summarize(cells, await gather(candidate))
-                finally:
-                    await candidate.close()
-    elif bus.shared:
+    bus = body.bus  # started by the transport's discovery when there is a shared bus
+    if bus is not None and bus.shared:
         return summarize(cells, await gather(bus))
     table = body.stash.get(TABLE, None)
     return summarize(cells, [table.message()] if table is not None else [])

@@ -27,13 +27,13 @@ async def _connect(body: Body, command: str) -> JetStreamRuntime:
     """Start ``body`` (serving nothing) on a shared NATS and return its runtime."""
     from cbs.jetstream.plugin import RUNTIME
 
-    if body.transport_name() != "nats":
-        raise UsageError(f"cbs {command} needs the nats transport (pip install cbs-nats)")
-    if not body.config.get("nats_url"):
+    if not body.transport_shared():
         raise UsageError(
             f"cbs {command} needs a shared NATS server: give --nats-url URL (or set NATS_URL)"
         )
     await body.start(serve=False)
+    if RUNTIME not in body.stash:  # the transport offers no NatsConnection
+        raise UsageError(f"cbs {command} needs the nats transport (pip install cbs-nats)")
     return body.stash[RUNTIME]
 
 

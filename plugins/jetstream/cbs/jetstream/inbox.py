@@ -42,7 +42,7 @@ from cbs.contracts import CbsError, Envelope, Internal, RawHandler, codec
 from cbs.jetstream.publish import GONE, publish_stored
 from cbs.jetstream.settings import consumer_name, dlq_subject, stream_name
 from cbs.kernel import Served
-from cbs.kernel.eager import start_eagerly
+from cbs.kernel.transport import start_eagerly
 
 if TYPE_CHECKING:
     from cbs.jetstream.runtime import JetStreamRuntime
@@ -60,8 +60,6 @@ SEQUENCE_HEADER = "Cbs-Stream-Seq"  # the request's sequence in CBS_{service}
 
 #: Server-side expiry of one pull request, in seconds.
 PULL_EXPIRES = 5.0
-# An encoded error reply starts so: the codec sorts keys, and "error" < "id".
-_ERROR_PREFIX = b'{"error":'
 
 
 class _Pull:
@@ -298,12 +296,12 @@ class DurableInbox:
             headers: dict[str, str] = dict(msg.headers) if msg.headers else {}
             headers[DELIVERY_HEADER] = str(deliveries)
             headers[SEQUENCE_HEADER] = str(seq)
-            reply = await self._handler(msg.data, headers)
-            if not reply.startswith(_ERROR_PREFIX):
+            outcome = await self._handler(msg.data, headers)
+            if outcome.ok:
                 await msg.ack()
                 return
-            error_obj = orjson.loads(reply).get("error") or {}
-            if error_obj.get("code") == "BadRequest" or deliveries >= self._max:
+            if outcome.code == "BadRequest" or deliveries >= self._max:
+                reply = outcome.reply or self._error_reply(msg.data, outcome.error or Internal())
                 await self._dead_letter(msg, reply, deliveries, seq)
             else:
                 await msg.nak(delay=self._delay(deliveries))
@@ -318,21 +316,21 @@ class DurableInbox:
             del self._running[key]
             self._release()
 
-    def _error_reply(self, data: bytes, error: CbsError) -> bytes:
-        """An encoded error reply to the stored request (or, if it does not
-        decode, to a stand-in request with the endpoint's schema)."""
+    def _error_reply(self, data: bytes, error: CbsError) -> Envelope:
+        """An error reply to the stored request (or, if it does not decode, to
+        a stand-in request with the endpoint's schema)."""
         cell, endpoint = self.served.cell, self.served.endpoint
         try:
             request = codec.decode(data)
         except CbsError:
             request = Envelope.request(self.service, self.verb, {}, schema=endpoint.schema)
-        return codec.encode(request.error_reply(error, schema=cell.error_schema))
+        return request.error_reply(error, schema=cell.error_schema)
 
-    async def _dead_letter(self, msg: Msg, reply: bytes, deliveries: int, seq: int) -> None:
+    async def _dead_letter(self, msg: Msg, reply: Envelope, deliveries: int, seq: int) -> None:
         """Store the request in ``CBS_DLQ_{service}`` with the error, then term
         it. If that fails, nak it: it comes back, past the limit, and is tried
         again (without running the handler)."""
-        error = orjson.loads(reply)
+        error = reply.to_dict()
         headers = {
             k: v for k, v in (msg.headers or {}).items() if not k.startswith(("Nats-", "Cbs-"))
         }
@@ -366,6 +364,16 @@ class DurableInbox:
             err.get("code"),
             err.get("message"),
         )
+        try:
+            self.runtime.body.plugin_manager.hook.cbs_jetstream_dead_lettered(
+                body=self.runtime.body,
+                subject=self.served.subject,
+                envelope_id=error.get("id"),
+                error=dict(err),
+                deliveries=deliveries,
+            )
+        except Exception:
+            log.exception("%s: a cbs_jetstream_dead_lettered hook failed", self.served.subject)
 
 
 #: Headers of a dead letter (its data is the request envelope as stored).

@@ -3,7 +3,9 @@ the ``send``, ``replay`` and ``dlq`` commands.
 
 Only hook implementations live here; nats-py is imported when a body on the
 NATS transport starts, so ``cbs plugins`` stays fast. Nothing happens on
-other transports: ``Body.send`` then raises ``Unavailable``.
+other transports: ``Body.send`` then raises ``Unavailable``. The connection
+comes from the nats transport's typed capability ``NatsConnection``; the
+durable sender is offered as the kernel's ``DurableSender`` capability.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import pluggy
+
 from cbs.contracts import Cell
+from cbs.jetstream import hookspecs
 from cbs.jetstream.commands import (
     configure_dlq,
     configure_replay,
@@ -20,15 +25,17 @@ from cbs.jetstream.commands import (
     run_replay,
     run_send,
 )
-from cbs.jetstream.settings import Settings, durable_verbs, parse_duration
+from cbs.jetstream.settings import DURABLE, Settings, durable_verbs, parse_duration
 from cbs.kernel import (
-    DURABLE_SENDER,
     Body,
     CommandRegistry,
+    Config,
+    EndpointOptionRegistry,
     OptionRegistry,
     StashKey,
     hookimpl,
 )
+from cbs.nats import NatsConnection
 
 if TYPE_CHECKING:
     from cbs.jetstream.runtime import JetStreamRuntime
@@ -37,6 +44,16 @@ log = logging.getLogger("cbs.jetstream")
 
 SETTINGS: StashKey[Settings] = StashKey()
 RUNTIME: StashKey[JetStreamRuntime] = StashKey()
+
+
+@hookimpl
+def cbs_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
+    options.add(DURABLE)
 
 
 @hookimpl
@@ -152,62 +169,48 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
     )
 
 
-def _settings(body: Body) -> Settings:
-    settings = body.stash.get(SETTINGS, None)
-    if settings is None:
-        settings = body.stash[SETTINGS] = Settings.from_config(body.config)
-    return settings
+@hookimpl
+def cbs_configured(config: Config, body: Body) -> None:
+    # Bad option values fail with one line, before anything connects.
+    body.stash[SETTINGS] = Settings.from_config(config)
 
 
 def _runtime(body: Body) -> JetStreamRuntime | None:
     """The plugin's state on a body connected to NATS (``None`` on other buses)."""
-    bus = body.bus
-    if bus is None or bus.name != "nats":
-        return None
     runtime = body.stash.get(RUNTIME, None)
     if runtime is None:
+        conn = body.capabilities.get(NatsConnection)
+        if conn is None:
+            return None
         from cbs.jetstream.runtime import JetStreamRuntime
 
-        nats_bus = bus  # a cbs.nats.transport.NatsBus
-        runtime = JetStreamRuntime(
-            nats_bus.client,  # type: ignore[attr-defined]
-            _settings(body),
-            url=getattr(nats_bus, "url", ""),
-        )
+        runtime = JetStreamRuntime(body, conn, body.stash[SETTINGS])
         body.stash[RUNTIME] = runtime
     return runtime
 
 
 @hookimpl
-def cbs_body_starting(body: Body) -> None:
-    # Bad option values fail the start with one line, before anything connects.
-    body.stash[SETTINGS] = Settings.from_config(body.config)
-
-
-@hookimpl
 async def cbs_cell_started(body: Body, cell: Cell) -> None:
-    endpoints = durable_verbs(cell, _settings(body).durable)
+    endpoints = durable_verbs(cell, body.stash[SETTINGS].durable)
     if not endpoints:
         return
     runtime = _runtime(body)
     if runtime is None:
-        name = body.bus.name if body.bus else "?"
         log.warning(
-            "cell %s: durable verbs (%s) served by request/reply only: the %s transport"
-            " keeps nothing",
+            "cell %s: durable verbs (%s) served by request/reply only: this transport"
+            " keeps nothing (durable inboxes need the nats transport)",
             cell.id,
             ", ".join(e.verb for e in endpoints),
-            name,
         )
         return
-    await runtime.serve(body, cell, endpoints)
+    await runtime.serve(cell, endpoints)
 
 
 @hookimpl
 def cbs_body_started(body: Body) -> None:
     runtime = _runtime(body)
     if runtime is not None:
-        body.stash[DURABLE_SENDER] = runtime.send
+        body.capabilities.provide(runtime.sender, plugin="jetstream")
 
 
 def _drain_timeout(body: Body) -> float:
@@ -216,26 +219,24 @@ def _drain_timeout(body: Body) -> float:
 
 @hookimpl
 async def cbs_body_stopping(body: Body) -> None:
-    if DURABLE_SENDER in body.stash:
-        del body.stash[DURABLE_SENDER]
     runtime = body.stash.get(RUNTIME, None)
     if runtime is not None:
+        body.capabilities.withdraw(runtime.sender)
         await runtime.stop(_drain_timeout(body))
 
 
 @hookimpl
 async def cbs_cell_stopped(body: Body, cell: Cell) -> None:
-    # After a failed start, cbs_body_stopping does not run: stop the cell's inboxes here.
+    # Also after a failed start (cbs_body_stopping does not run then), and
+    # for a cell removed or replaced at run time: stop that cell's inboxes.
     runtime = body.stash.get(RUNTIME, None)
     if runtime is not None:
-        await runtime.stop_cell(cell.id, _drain_timeout(body))
+        await runtime.stop_cell(cell, _drain_timeout(body))
 
 
 @hookimpl
 def cbs_body_stopped(body: Body) -> None:
-    if DURABLE_SENDER in body.stash:
-        del body.stash[DURABLE_SENDER]
-    if RUNTIME in body.stash:
+    runtime = body.stash.get(RUNTIME, None)
+    if runtime is not None:
+        body.capabilities.withdraw(runtime.sender)
         del body.stash[RUNTIME]
-    if SETTINGS in body.stash:
-        del body.stash[SETTINGS]

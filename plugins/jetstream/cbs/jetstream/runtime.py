@@ -1,5 +1,6 @@
 """What the plugin keeps per started body: the JetStream context, the durable
-sender installed as ``body.stash[DURABLE_SENDER]``, the inboxes it serves."""
+sender (offered as the kernel's ``DurableSender`` capability), the inboxes it
+serves."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from cbs.jetstream.streams import (
     inbox_config,
     requests_config,
 )
-from cbs.kernel import Body, ConfigError, Served
-from cbs.kernel.middleware import server_endpoint
+from cbs.kernel import Body, ConfigError, DurableSender, Served
+from cbs.kernel.transport import endpoint_handler
+from cbs.nats import NatsConnection
 
 __all__ = ["JetStreamRuntime", "API_PREFIX"]
 
@@ -37,19 +39,31 @@ _NOT_READY = (
 )
 
 
+class _Sender(DurableSender):
+    def __init__(self, runtime: JetStreamRuntime) -> None:
+        self._runtime = runtime
+
+    async def send(self, envelope: Envelope, headers: dict[str, str]) -> None:
+        await self._runtime.send(envelope, headers)
+
+
 class JetStreamRuntime:
     """The plugin's state on one started body."""
 
-    def __init__(self, nc: Client, settings: Settings, *, url: str = "") -> None:
-        self.nc = nc
+    def __init__(self, body: Body, conn: NatsConnection, settings: Settings) -> None:
+        self.body = body
+        self.nc: Client = conn.client
         self.settings = settings
-        self.url = url
-        self.js = nc.jetstream(prefix=API_PREFIX, timeout=min(settings.publish_timeout, 5.0))
+        self.url = conn.url
+        self.js = conn.jetstream(prefix=API_PREFIX, timeout=min(settings.publish_timeout, 5.0))
         self.jsm = self.js  # a JetStreamContext is also the manager
+        self.sender = _Sender(self)
         self._ready: set[str] = set()  # streams and consumers known to be in place
         self._locks: dict[str, asyncio.Lock] = {}
         self._services: set[str] = set()  # services whose stream send() has ensured
-        self.inboxes: dict[str, list[DurableInbox]] = {}  # cell id -> its inboxes
+        #: The inboxes of each served cell object (two versions of a cell may
+        #: be served at once while one replaces the other).
+        self.inboxes: dict[int, list[DurableInbox]] = {}
 
     # -- streams ------------------------------------------------------------------------
 
@@ -112,14 +126,14 @@ class JetStreamRuntime:
 
     # -- serving ------------------------------------------------------------------------
 
-    async def serve(self, body: Body, cell: Cell, endpoints: Sequence[Endpoint]) -> None:
+    async def serve(self, cell: Cell, endpoints: Sequence[Endpoint]) -> None:
         """Start an inbox for each durable endpoint of a served cell."""
-        factories = body.middleware.server_factories()
+        factories = self.body.middleware.server_factories()
         limit = self.settings.concurrency or cell.max_concurrency
-        started = self.inboxes.setdefault(cell.id, [])
+        started = self.inboxes.setdefault(id(cell), [])
         for endpoint in endpoints:
             served = Served(cell, endpoint)
-            inbox = DurableInbox(self, served, server_endpoint(served, factories), limit)
+            inbox = DurableInbox(self, served, endpoint_handler(served, factories), limit)
             try:
                 await inbox.start()
             except ConfigError:
@@ -130,8 +144,8 @@ class JetStreamRuntime:
                 ) from exc
             started.append(inbox)
 
-    async def stop_cell(self, cell_id: str, timeout: float) -> None:
-        inboxes = self.inboxes.pop(cell_id, [])
+    async def stop_cell(self, cell: Cell, timeout: float) -> None:
+        inboxes = self.inboxes.pop(id(cell), [])
         await asyncio.gather(*(inbox.stop(timeout) for inbox in inboxes))
 
     async def stop(self, timeout: float) -> None:

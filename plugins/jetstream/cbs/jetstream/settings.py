@@ -23,7 +23,7 @@ import attrs
 
 from cbs.contracts import Cell, Endpoint
 from cbs.contracts.envelope import NAME_RE
-from cbs.kernel import ConfigError
+from cbs.kernel import ConfigError, EndpointOption
 
 __all__ = [
     "DURABLE_PREFIX",
@@ -121,12 +121,19 @@ def parse_durable(spec: str | None) -> frozenset[tuple[str, str]]:
     return frozenset(found)
 
 
+#: The endpoint option a cell sets to serve a verb from a durable inbox too:
+#: ``@cell.verb("write", schema=..., durable=True)``.
+DURABLE = EndpointOption(
+    "durable", bool, False, help="also serve Body.send deliveries from a JetStream inbox"
+)
+
+
 def durable_verbs(cell: Cell, configured: frozenset[tuple[str, str]]) -> list[Endpoint]:
     """The endpoints of ``cell`` served from a durable inbox: declared with
     ``durable=True`` or named by the ``durable`` option."""
     service = cell.service
     every = (service, "*") in configured
-    return [e for e in cell.endpoints if e.durable or every or (service, e.verb) in configured]
+    return [e for e in cell.endpoints if DURABLE.of(e) or every or (service, e.verb) in configured]
 
 
 # -- settings ------------------------------------------------------------------------------

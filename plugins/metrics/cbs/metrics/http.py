@@ -23,7 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, make_wsgi_app
 
-from cbs.kernel import Body
+from cbs.kernel import Body, TransportState
 from cbs.metrics.stats import BodyStats, EndpointStats
 
 __all__ = ["Health", "MetricsServer", "readiness", "status_page"]
@@ -58,9 +58,9 @@ def readiness(body: Body, health: Health) -> tuple[bool, dict[str, Any]]:
     serves registered on it. Also the reasons, for the reply body."""
     bus = body.bus
     state = "stopping" if health.stopping and body.state == "started" else body.state
-    # A transport that can lose its connection says so with `connected`
-    # (the NATS bus does); one that cannot (the local bus) is always connected.
-    connected = bus is not None and bool(getattr(bus, "connected", True))
+    # Every transport offers a TransportState: whether messages reach us now.
+    transport = body.capabilities.get(TransportState)
+    connected = bus is not None and (transport is None or transport.receiving)
     cells = {
         cell.id: "registered" if cell.id in health.started else "starting"
         for cell in body.served_cells

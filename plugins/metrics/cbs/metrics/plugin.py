@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cbs.metrics")
 
-#: Middleware order: inside tracing (-900), outside everything else.
-ORDER = -800
+#: Phase "observe", order 10: inside tracing (order 0), outside resilience and attempts.
+ORDER = 10
 
 STATS: StashKey[BodyStats] = StashKey()
 HEALTH: StashKey[Health] = StashKey()
@@ -73,8 +73,8 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
     from cbs.metrics.stats import client_middleware, server_middleware
 
     stats = body_stats(body)
-    middleware.add_client("metrics", client_middleware(stats), order=ORDER)
-    middleware.add_server("metrics", server_middleware(stats), order=ORDER)
+    middleware.add_client("metrics", client_middleware(stats), phase="observe", order=ORDER)
+    middleware.add_server("metrics", server_middleware(stats), phase="observe", order=ORDER)
 
 
 @hookimpl

@@ -75,6 +75,10 @@ class Discovery:
                     self._subs.append(await self._nc.subscribe(subject, cb=self._on_request))
             await self._nc.flush()
 
+    async def remove(self, cell: Cell) -> None:
+        """Stop answering for this cell object (another version may stay)."""
+        self._cells = [entry for entry in self._cells if entry[0] is not cell]
+
     def _reply(self, kind: str, cell: Cell, instance: str, started: str) -> dict[str, Any]:
         body = _service(cell, instance)
         if kind == "PING":

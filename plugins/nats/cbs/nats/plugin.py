@@ -15,12 +15,14 @@ from cbs.kernel import (
     Cell,
     CommandRegistry,
     Config,
+    Directory,
     MiddlewareRegistry,
     OptionRegistry,
     StashKey,
     TransportRegistry,
     hookimpl,
 )
+from cbs.nats.capability import NatsConnection
 
 if TYPE_CHECKING:
     from cbs.nats.discovery import Discovery
@@ -65,29 +67,23 @@ def make_bus(config: Config) -> NatsBus:
     )
 
 
-async def discover_cells(config: Config) -> list[dict[str, Any]] | None:
+async def discover_cells(body: Body) -> list[dict[str, Any]] | None:
     """For ``cbs cells``: the cells every process on ``--nats-url`` serves."""
-    if not config.get("nats_url"):
+    if not body.transport_shared():
         return None  # an embedded server would be empty: list installed cells
-    from cbs.nats.discovery import discover, summarize
-
-    bus = make_bus(config)
-    await bus.start()
-    try:
-        infos = await discover(bus.client, "INFO")
-        stats = await discover(bus.client, "STATS")
-    finally:
-        await bus.close()
-    return summarize(infos, stats)
+    await body.start(serve=False)  # the listing's fields may use the connection too
+    return await body.capabilities.require(Directory, needed_by="cbs cells").list_cells()
 
 
 @hookimpl
 def cbs_register_transports(transports: TransportRegistry) -> None:
-    transports.add("nats", make_bus, priority=10, discover=discover_cells)
-
-
-def _uses_nats(body: Body) -> bool:
-    return body.bus is not None and body.bus.name == "nats"
+    transports.add(
+        "nats",
+        make_bus,
+        priority=10,
+        discover=discover_cells,
+        shared=lambda config: bool(config.get("nats_url")),  # else an embedded server
+    )
 
 
 @hookimpl
@@ -97,25 +93,45 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
     from cbs.nats.stats import stats_middleware
 
     table = body.stash.setdefault(STATS, {})
-    middleware.add_server("nats_stats", stats_middleware(table), order=-1000)
+    middleware.add_server("nats_stats", stats_middleware(table), phase="outermost", order=-100)
+
+
+def _discovery(body: Body) -> Discovery | None:
+    """This body's discovery responder (made at the first served cell)."""
+    conn = body.capabilities.get(NatsConnection)
+    if conn is None:
+        return None
+    if DISCOVERY not in body.stash:
+        from cbs.nats.discovery import Discovery
+
+        body.stash[DISCOVERY] = Discovery(conn.client, body.stash.get(STATS, {}))
+    return body.stash[DISCOVERY]
 
 
 @hookimpl
 async def cbs_cell_started(body: Body, cell: Cell) -> None:
-    if not _uses_nats(body):
-        return
-    from cbs.nats.discovery import Discovery
+    discovery = _discovery(body)
+    if discovery is not None:
+        await discovery.add(cell)
 
-    if DISCOVERY not in body.stash:
-        bus: Any = body.bus
-        body.stash[DISCOVERY] = Discovery(bus.client, body.stash.get(STATS, {}))
-    await body.stash[DISCOVERY].add(cell)
+
+@hookimpl
+async def cbs_cell_stopping(body: Body, cell: Cell) -> None:
+    # Out of discovery as soon as it drains: listings show who takes requests.
+    if DISCOVERY in body.stash:
+        await body.stash[DISCOVERY].remove(cell)
 
 
 @hookimpl
 async def cbs_body_stopping(body: Body) -> None:
     if DISCOVERY in body.stash:
         await body.stash[DISCOVERY].stop()
+        del body.stash[DISCOVERY]
+
+
+@hookimpl
+def cbs_body_stopped(body: Body) -> None:
+    if DISCOVERY in body.stash:  # after a failed start cbs_body_stopping does not run
         del body.stash[DISCOVERY]
 
 

@@ -1,8 +1,13 @@
 """The ``nats`` transport: CBS's bus protocol on nats-py.
 
-* Requests go through the NATS request API (automatic inbox, one shared
-  response subscription). No responders -> ``NotFound`` at once; no reply in
-  time -> ``Timeout``; a closed or draining connection -> ``Unavailable``.
+* Requests use one wildcard reply inbox per connection (``_INBOX.<nuid>.*``,
+  the NATS request pattern), with a token per request. Each reply that
+  arrives is checked by the caller's ``check``: one that does not answer the
+  request (another id, a forged or malformed message) is dropped, counted
+  (``wrong_replies``, DEBUG log) and the wait goes on, so a stranger on the
+  bus cannot fail a request by answering first. No responders -> ``NotFound``
+  at once; no accepted reply in time -> ``Timeout``; a closed or draining
+  connection -> ``Unavailable``.
 * Serving subscribes ``cbs.{service}.{verb}`` in queue group ``{service}``.
   nats-py awaits a subscription's callback one message at a time, so the
   callback only takes a concurrency slot and spawns the handler: up to
@@ -15,15 +20,19 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats
 import nats.errors
-from cbs.contracts import NotFound, RawHandler, Timeout, Unavailable
-from cbs.kernel.eager import start_eagerly
+from cbs.contracts import NotFound, RawHandler, ReplyCheck, Timeout, Unavailable, WrongReply
+from cbs.kernel import TransportState
+from cbs.kernel.transport import start_eagerly
+from cbs.nats.capability import NatsConnection
+from cbs.nats.directory import NatsDirectory
 from cbs.nats.server import NatsServer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -68,9 +77,46 @@ class NatsSubscription:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-class NatsBus:
+class _Replies:
+    """The reply inbox of one connection: a wildcard subscription and the
+    requests waiting on it, by token."""
+
+    def __init__(self, nc: Client) -> None:
+        self.prefix = nc.new_inbox() + "."
+        self.waiting: dict[str, tuple[asyncio.Future[Any], ReplyCheck | None]] = {}
+        self.tokens = itertools.count(1)
+        self.wrong = 0
+
+    async def start(self, nc: Client) -> None:
+        await nc.subscribe(self.prefix + "*", cb=self.arrived)
+
+    async def arrived(self, msg: Msg) -> None:
+        entry = self.waiting.get(msg.subject[len(self.prefix) :])
+        if entry is None:  # late (the caller gave up) or made up
+            self.wrong += 1
+            log.debug("reply on %s: no request waits for it; dropped", msg.subject)
+            return
+        future, check = entry
+        if future.done():
+            return
+        headers = msg.headers
+        if headers and not msg.data and headers.get("Status") == "503":
+            future.set_exception(NotFound("No cell serves the subject"))
+            return
+        try:
+            result = msg.data if check is None else check(msg.data)
+        except WrongReply as exc:
+            self.wrong += 1
+            log.debug("reply on %s dropped: %s", msg.subject, exc)
+            return
+        future.set_result(result)
+
+
+class NatsBus(TransportState):
     """A bus on a NATS connection. ``shared`` is false only for the embedded
-    server, which no other process knows about."""
+    server, which no other process knows about. Also the transport's
+    :class:`TransportState`; offers :class:`NatsConnection` and, on a shared
+    server, a :class:`~cbs.kernel.Directory`."""
 
     name = "nats"
     #: Longest wait between two reconnect attempts, in seconds.
@@ -91,6 +137,8 @@ class NatsBus:
         self.reconnect_wait = reconnect_wait
         self.server: NatsServer | None = None
         self._nc: Client | None = None
+        self._replies: _Replies | None = None
+        self._offered: tuple[object, ...] = ()
 
     @property
     def client(self) -> Client:
@@ -108,6 +156,17 @@ class NatsBus:
         """Connected to a server right now (false while reconnecting or closed)."""
         nc = self._nc
         return nc is not None and nc.is_connected
+
+    @property
+    def receiving(self) -> bool:
+        return self.connected
+
+    @property
+    def wrong_replies(self) -> int:
+        return 0 if self._replies is None else self._replies.wrong
+
+    def capabilities(self) -> Sequence[object]:
+        return self._offered
 
     async def start(self) -> None:
         if not self.urls:
@@ -131,6 +190,9 @@ class NatsBus:
             if self._nc is not None:
                 self._nc.options["reconnect_time_wait"] = self.reconnect_wait
             log.warning("nats: reconnected")
+            for offered in self._offered:
+                if isinstance(offered, NatsConnection):
+                    await offered.reconnected()
 
         try:
             self._nc = await asyncio.wait_for(
@@ -152,6 +214,11 @@ class NatsBus:
             raise Unavailable(
                 f"Cannot connect to NATS at {self.url} within {self.connect_timeout:g} s"
             ) from exc
+        self._replies = _Replies(self._nc)
+        await self._replies.start(self._nc)
+        connection = NatsConnection(self._nc, self.url)
+        directory = (NatsDirectory(self._nc),) if self.shared else ()
+        self._offered = (self, connection, *directory)
 
     async def request(
         self,
@@ -160,19 +227,25 @@ class NatsBus:
         *,
         timeout: float,
         headers: Mapping[str, str] | None = None,
-    ) -> bytes:
-        nc = self._nc
-        if nc is None:
+        check: ReplyCheck | None = None,
+    ) -> Any:
+        nc, replies = self._nc, self._replies
+        if nc is None or replies is None:
             raise Unavailable("NATS is not connected")
+        token = str(next(replies.tokens))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        replies.waiting[token] = (future, check)
         try:
-            msg = await nc.request(subject, data, timeout=timeout, headers=headers)  # type: ignore[arg-type]
-        except nats.errors.NoRespondersError:
+            await nc.publish(subject, data, reply=replies.prefix + token, headers=headers)  # type: ignore[arg-type]
+            return await asyncio.wait_for(future, timeout)
+        except NotFound:
             raise NotFound(f"No cell serves {subject}") from None
-        except nats.errors.TimeoutError:
+        except TimeoutError:
             raise Timeout(f"No reply on {subject} within {timeout:g} s") from None
         except _GONE:
             raise Unavailable("NATS connection is not usable") from None
-        return msg.data
+        finally:
+            del replies.waiting[token]
 
     async def publish(
         self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None
@@ -197,9 +270,9 @@ class NatsBus:
 
         async def handle(msg: Msg) -> None:
             try:
-                reply = await handler(msg.data, msg.headers)
+                outcome = await handler(msg.data, msg.headers)
                 if msg.reply:
-                    await publish(msg.reply, reply)
+                    await publish(msg.reply, outcome.data)
             except _GONE:
                 log.warning("reply on %s lost: connection not usable", subject)
             except Exception:
@@ -221,6 +294,8 @@ class NatsBus:
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
+        self._replies = None
+        self._offered = ()
         if nc is not None and not nc.is_closed:
             try:
                 await nc.drain()

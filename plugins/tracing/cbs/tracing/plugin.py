@@ -23,7 +23,7 @@ from cbs.kernel import (
 
 #: Middleware order: outside the other middleware, so a span covers them
 #: (and a breaker's or metrics' log lines carry the trace id).
-ORDER = -900
+ORDER = 0
 
 
 @hookimpl
@@ -69,8 +69,8 @@ def server_factory(body: Body | None = None) -> ServerMiddleware:
 
 @hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
-    middleware.add_client("tracing", client_factory(body), order=ORDER)
-    middleware.add_server("tracing", server_factory(body), order=ORDER)
+    middleware.add_client("tracing", client_factory(body), phase="observe", order=ORDER)
+    middleware.add_server("tracing", server_factory(body), phase="observe", order=ORDER)
 
 
 @hookimpl

@@ -1,0 +1,124 @@
+"""Typed capabilities: how plugins offer each other what they have.
+
+A plugin never looks at another plugin's name, options or private modules.
+The provider publishes an object whose class derives from :class:`Capability`
+(a transport does so from ``Bus.capabilities()``, any plugin with
+``body.capabilities.provide(obj)``); the consumer asks for it by class::
+
+    conn = body.capabilities.require(NatsConnection, needed_by="cbs-jetstream")
+
+and gets the object, or a :class:`~cbs.kernel.PluginError` that names what
+is missing and which plugin provides it. An object is found under its own
+class and under every ``Capability`` base class it has, so a consumer can ask
+for the general kind (:class:`Directory`) or a specific one.
+
+The kinds every body may have are defined here: :class:`TransportState`
+(what any transport tells about its connection), :class:`Directory` (who
+serves what on a shared bus) and :class:`DurableSender` (what
+``Body.send`` hands requests to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from cbs.kernel.errors import PluginError
+
+if TYPE_CHECKING:
+    from cbs.contracts import Envelope
+
+__all__ = ["Capability", "Capabilities", "TransportState", "Directory", "DurableSender"]
+
+C = TypeVar("C", bound="Capability")
+
+
+class Capability:
+    """Base of every capability class. ``provided_by`` says, for error
+    messages, what provides it (a distribution, a transport)."""
+
+    provided_by: ClassVar[str] = "a plugin"
+
+
+class TransportState(Capability):
+    """The state of the body's connection to its bus. Every transport offers
+    one; the defaults fit a bus that cannot lose its connection."""
+
+    provided_by = "the transport"
+
+    @property
+    def receiving(self) -> bool:
+        """Whether messages reach this body right now (connected, reading)."""
+        return True
+
+    @property
+    def wrong_replies(self) -> int:
+        """Replies dropped because they answered no request waiting for them."""
+        return 0
+
+
+class Directory(Capability):
+    """Who serves what on a shared bus (for ``cbs cells`` and ``cbs call``)."""
+
+    provided_by = "a transport with discovery (cbs-nats on a shared NATS)"
+
+    async def list_cells(self) -> list[dict[str, Any]]:
+        """Every cell served on the bus, one row per cell id (the keys of
+        ``cbs cells --json``; extra keys become extra columns)."""
+        raise NotImplementedError
+
+    async def endpoint_schema(self, service: str, verb: str) -> str | None:
+        """The request schema that a serving cell advertises for the verb."""
+        raise NotImplementedError
+
+
+class DurableSender(Capability):
+    """Stores requests durably for ``Body.send``."""
+
+    provided_by = "a persistence plugin (cbs-jetstream on NATS)"
+
+    async def send(self, envelope: Envelope, headers: dict[str, str]) -> None:
+        """Return once ``envelope`` is stored (delivered at least once later)."""
+        raise NotImplementedError
+
+
+class Capabilities:
+    """The capabilities offered on one body, by class."""
+
+    def __init__(self) -> None:
+        self._by_kind: dict[type[Capability], tuple[Capability, str]] = {}
+
+    def provide(self, value: Capability, *, plugin: str = "") -> None:
+        """Offer ``value`` under its class and its ``Capability`` bases.
+        A later offer of the same kind replaces the earlier one."""
+        if not isinstance(value, Capability):
+            raise PluginError(f"plugin '{plugin}': {type(value).__name__} is not a Capability")
+        for kind in type(value).__mro__:
+            if isinstance(kind, type) and issubclass(kind, Capability) and kind is not Capability:
+                self._by_kind[kind] = (value, plugin)
+
+    def withdraw(self, value: Capability) -> None:
+        """Take back every kind ``value`` was offered under."""
+        for kind in [k for k, (v, _) in self._by_kind.items() if v is value]:
+            del self._by_kind[kind]
+
+    def get(self, kind: type[C]) -> C | None:
+        found = self._by_kind.get(kind)
+        return None if found is None else found[0]  # type: ignore[return-value]
+
+    def require(self, kind: type[C], *, needed_by: str) -> C:
+        found = self.get(kind)
+        if found is None:
+            raise PluginError(
+                f"{needed_by} needs {kind.__name__}, provided by {kind.provided_by};"
+                " it is not available on this body"
+            )
+        return found
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._by_kind
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """``(kind name, providing plugin)`` pairs, for listings."""
+        for kind, (_, plugin) in self._by_kind.items():
+            yield kind.__name__, plugin
