@@ -16,6 +16,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import pluggy
+
 from cbs import contracts
 from cbs.contracts import BadRequest, Envelope
 from cbs.kernel import (
@@ -27,6 +29,9 @@ from cbs.kernel import (
     ClientMiddleware,
     CommandRegistry,
     Config,
+    ConfigError,
+    EndpointOption,
+    EndpointOptionRegistry,
     MiddlewareRegistry,
     OptionRegistry,
     Served,
@@ -41,6 +46,48 @@ from cbs.kernel import (
 from cbs.kernel.local import LocalBus
 
 log = logging.getLogger("cbs.example")
+
+
+# --- docs: cbs_addhooks ---
+class ExampleSpecs:
+    """Hook specs of this plugin's own (a module works as well as a class)."""
+
+    @pluggy.HookspecMarker("cbs")
+    def cbs_example_echoed(self, body: Body, text: str) -> None:
+        """Notification: the example cell echoed ``text``. Plain function only."""
+
+
+@hookimpl
+def cbs_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    # Other plugins may now implement cbs_example_echoed; call it on rare events only.
+    pluginmanager.add_hookspecs(ExampleSpecs)
+
+
+# --- end ---
+
+
+# --- docs: cbs_add_endpoint_options ---
+#: Set by cells per verb (@cell.verb(..., audited=True)); read with AUDITED.of(endpoint).
+AUDITED = EndpointOption("audited", bool, False, help="log every request of this verb")
+
+
+@hookimpl
+def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
+    options.add(AUDITED)
+
+
+# --- end ---
+
+
+# --- docs: cbs_configured ---
+@hookimpl
+def cbs_configured(config: Config, body: Body) -> None:
+    # Settings are final now: check them once, with one line for the user.
+    if not config["example_tag"].isprintable() or not config["example_tag"]:
+        raise ConfigError("--example-tag must be printable text")
+
+
+# --- end ---
 
 
 # --- docs: cbs_add_options ---
@@ -139,7 +186,7 @@ def make_echo_cell() -> Cell:
         max_concurrency=10,
     )
 
-    @cell.verb("echo", schema="example/v1/Text", reply_schema="example/v1/Text")
+    @cell.verb("echo", schema="example/v1/Text", reply_schema="example/v1/Text", audited=True)
     async def echo(payload: dict[str, Any]) -> dict[str, Any]:
         text = payload.get("text")
         if not isinstance(text, str):
@@ -183,9 +230,12 @@ def _tag_factory(tag: str) -> ClientMiddleware:
 def _count_factory(counts: collections.Counter[str]) -> ServerMiddleware:
     def count_requests(served: Served, call_next: ServerHandler) -> ServerHandler:
         subject = served.subject  # computed once per endpoint, not per request
+        audited = AUDITED.of(served.endpoint)  # an endpoint option, read once too
 
         async def handler(request: Envelope, headers: Mapping[str, str]) -> Envelope:
             counts[subject] += 1
+            if audited:
+                log.info("example: %s envelope %s", subject, request.id)
             return await call_next(request, headers)
 
         return handler
@@ -196,8 +246,8 @@ def _count_factory(counts: collections.Counter[str]) -> ServerMiddleware:
 @hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
     counts = body.stash.setdefault(REQUESTS, collections.Counter())
-    middleware.add_client("example_tag", _tag_factory(config["example_tag"]))
-    middleware.add_server("example_count", _count_factory(counts), order=-10)
+    middleware.add_client("example_tag", _tag_factory(config["example_tag"]), phase="outermost")
+    middleware.add_server("example_count", _count_factory(counts), phase="observe", order=-10)
 
 
 # --- end ---
@@ -249,6 +299,16 @@ async def cbs_body_started(body: Body) -> None:
 def cbs_body_stopping(body: Body) -> None:
     # Requests are still served; subscriptions drain after every plugin returns.
     _record(body, "body_stopping")
+
+
+# --- end ---
+
+
+# --- docs: cbs_cell_stopping ---
+@hookimpl
+def cbs_cell_stopping(body: Body, cell: contracts.Cell) -> None:
+    # A running body removes or replaces the cell; it still serves while this runs.
+    _record(body, f"cell_stopping {cell.id}")
 
 
 # --- end ---

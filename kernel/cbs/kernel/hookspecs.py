@@ -42,10 +42,9 @@ down: ``cbs_cell_stopped`` for each cell already served, then
 ``cbs_cell_stopping``, ``cbs_body_stopping``, ``cbs_cell_stopped`` and
 ``cbs_body_stopped`` are logged and the remaining implementations still run.
 
-Plugins may add hook specs of their own with :func:`cbs_addhooks` (the
-breaker's ``cbs_breaker_state_changed``, jetstream's
-``cbs_jetstream_dead_lettered``) and call them through
-``body.plugin_manager.hook``.
+Plugins may add hook specs of their own with the first hook above (the
+breaker announces state changes, jetstream dead letters) and call them
+through ``body.plugin_manager.hook``.
 """
 
 from __future__ import annotations
