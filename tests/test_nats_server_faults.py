@@ -184,12 +184,20 @@ def test_a_reused_pid_does_not_keep_a_stale_folder(tmp_path: Path) -> None:
     assert remove_stale_workdirs(tmp_path) == [reused]
 
 
-def test_cbs_server_killed_with_sigkill_takes_its_nats_server_along(
-    processes: list[CbsProcess],
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_cbs_server_takes_its_nats_server_along(
+    processes: list[CbsProcess], tmp_path: Path, how: int
 ) -> None:
-    proc = CbsProcess("server", "--port", str(free_port()), env=ENV)
+    proc = CbsProcess("server", "--port", str(free_port()), env={**ENV, "TMPDIR": str(tmp_path)})
     processes.append(proc)
     pid = int(proc.wait_for(r"ready at \S+ \(pid (\d+)\)", stdout=True).group(1))
-    proc.popen.send_signal(signal.SIGKILL)
-    assert proc.popen.wait(10) == -signal.SIGKILL
+    [folder] = tmp_path.glob("cbs-nats-*")
+    proc.popen.send_signal(how)
+    code, _, err = proc.stop()
     assert wait_gone(pid), f"nats-server {pid} outlived cbs server"
+    if how == signal.SIGTERM:
+        assert (code, err) == (0, "cbs.body: signal received: draining\n")
+        assert not folder.exists()
+    else:
+        assert code == -signal.SIGKILL
+        assert remove_stale_workdirs(tmp_path) == [folder]
