@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,28 @@ import pytest
 CLI = [sys.executable, "-m", "cbs.kernel.cli"]
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class CbsProcess:
     """``cbs ARGS...`` in a subprocess; stderr is read line by line."""
 
@@ -21,20 +44,23 @@ class CbsProcess:
         self.popen = subprocess.Popen(
             [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        self.lines: list[str] = []
+        self.lines: list[str] = []  # stderr read so far
+        self.out_lines: list[str] = []  # stdout read so far
 
-    def wait_for(self, pattern: str, seconds: float = 30) -> re.Match[str]:
-        """The first stderr line matching ``pattern``, within ``seconds``."""
-        assert self.popen.stderr is not None
+    def wait_for(self, pattern: str, seconds: float = 30, *, stdout: bool = False) -> re.Match[str]:
+        """The first stderr (or stdout) line matching ``pattern``, within ``seconds``."""
+        stream = self.popen.stdout if stdout else self.popen.stderr
+        lines = self.out_lines if stdout else self.lines
+        assert stream is not None
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            line = self.popen.stderr.readline()
+            line = stream.readline()
             if not line and self.popen.poll() is not None:
                 break
-            self.lines.append(line)
+            lines.append(line)
             if found := re.search(pattern, line):
                 return found
-        raise AssertionError(f"no {pattern!r} in: {''.join(self.lines)}")
+        raise AssertionError(f"no {pattern!r} in: {''.join(lines)}")
 
     def stop(self) -> tuple[int, str, str]:
         """SIGTERM (the body drains), then exit code, stdout and all of stderr."""
@@ -45,7 +71,7 @@ class CbsProcess:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             out, rest = self.popen.communicate(timeout=10)
-        return self.popen.returncode, out, "".join(self.lines) + rest
+        return self.popen.returncode, "".join(self.out_lines) + out, "".join(self.lines) + rest
 
 
 @pytest.fixture

@@ -218,7 +218,7 @@ def test_send_replay_and_dlq_on_the_command_line(nats_server: Any, printer: Prin
             break
         time.sleep(0.1)
     assert [a["id"] for a in again] == [bad_id] and again[0]["seq"] != letter["seq"]
-    purged = cbs("dlq", "purge", "printer", url=url)
+    purged = cbs("dlq", "purge", "printer", "--yes", url=url)
     assert purged.stdout.strip() == "purged 1 dead letter(s) for printer"
     assert json.loads(cbs("dlq", "list", "printer", "--json", url=url).stdout) == []
 

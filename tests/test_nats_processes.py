@@ -9,12 +9,11 @@ import os
 import re
 import signal
 import subprocess
-import time
 from typing import Any
 
 import nats
 import pytest
-from cbs_process import CLI, CbsProcess
+from cbs_process import CLI, CbsProcess, alive, wait_gone
 
 from cbs.contracts import BadRequest
 from cbs.greeter import plugin as greeter_plugin
@@ -22,28 +21,6 @@ from cbs.nats import plugin as nats_plugin
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("CBS_", "NATS_"))}
 ENV["CBS_PLUGINS"] = "greeter,nats"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_gone(pid: int, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 async def srv(url: str, subject: str, wait: float = 1.0) -> list[dict[str, Any]]:

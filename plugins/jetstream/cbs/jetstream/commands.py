@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from cbs.jetstream.settings import parse_time
@@ -141,6 +142,9 @@ def configure_dlq(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("seqs", nargs="*", type=_seq, metavar="SEQ", help="dead-letter sequences")
     parser.add_argument("--all", action="store_true", help="retry: every dead letter")
     parser.add_argument("--json", action="store_true", help="list, show: print JSON")
+    parser.add_argument(
+        "--yes", "-y", action="store_true", help="purge: do not ask (needed off a terminal)"
+    )
 
 
 def _line(entry: dict[str, Any]) -> str:
@@ -150,6 +154,18 @@ def _line(entry: dict[str, Any]) -> str:
         f"{entry['seq']:<6} {entry['time']:<24} {entry['verb']:<12} {entry['deliveries']:<3}"
         f" {entry['id']:<36} {what}"
     )
+
+
+def _confirm_purge(service: str, seqs: list[int]) -> bool:
+    """Ask on the terminal; off a terminal, ``--yes`` is required."""
+    what = f"dead letter(s) {' '.join(map(str, seqs))}" if seqs else "every dead letter"
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"cbs dlq purge removes {what} of {service} for good: add --yes"
+            " (stdin is not a terminal)"
+        )
+    print(f"remove {what} of {service} for good? [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 async def run_dlq(body: Body, args: argparse.Namespace) -> int:
@@ -162,6 +178,9 @@ async def run_dlq(body: Body, args: argparse.Namespace) -> int:
         raise UsageError("cbs dlq retry SERVICE: give SEQ... or --all")
     if action == "list" and seqs:
         raise UsageError("cbs dlq list SERVICE takes no sequence")
+    if action == "purge" and not args.yes and not _confirm_purge(service, seqs):
+        print("nothing purged", file=sys.stderr)
+        return 1
     rt = await _connect(body, "dlq")
     if action == "list":
         entries = await store.dlq_list(rt, service)

