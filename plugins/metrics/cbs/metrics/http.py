@@ -58,9 +58,9 @@ def readiness(body: Body, health: Health) -> tuple[bool, dict[str, Any]]:
     serves registered on it. Also the reasons, for the reply body."""
     bus = body.bus
     state = "stopping" if health.stopping and body.state == "started" else body.state
-    # A transport that can lose its connection says so with `connected`
-    # (the NATS bus does); one that cannot (the local bus) is always connected.
-    connected = bus is not None and bool(getattr(bus, "connected", True))
+    # A transport that can lose its connection says so with `receiving` (the
+    # NATS bus: connected and reading) or `connected`; the local bus cannot.
+    connected = bus is not None and bool(getattr(bus, "receiving", getattr(bus, "connected", True)))
     cells = {
         cell.id: "registered" if cell.id in health.started else "starting"
         for cell in body.served_cells

@@ -24,6 +24,8 @@ import nats
 import nats.errors
 from cbs.contracts import NotFound, RawHandler, Timeout, Unavailable
 from cbs.kernel.eager import start_eagerly
+from cbs.nats._header_fix import TolerantClient, connect_tolerant
+from cbs.nats._watchdog import ReadLoopWatchdog, is_receiving
 from cbs.nats.server import NatsServer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -91,6 +93,8 @@ class NatsBus:
         self.reconnect_wait = reconnect_wait
         self.server: NatsServer | None = None
         self._nc: Client | None = None
+        self._tolerant: TolerantClient | None = None  # kept after close, for its count
+        self._watchdog: ReadLoopWatchdog | None = None
 
     @property
     def client(self) -> Client:
@@ -108,6 +112,16 @@ class NatsBus:
         """Connected to a server right now (false while reconnecting or closed)."""
         nc = self._nc
         return nc is not None and nc.is_connected
+
+    @property
+    def receiving(self) -> bool:
+        """Connected and reading: messages reach this body's subscriptions."""
+        return self._nc is not None and is_receiving(self._nc)
+
+    @property
+    def malformed_messages(self) -> int:
+        """Inbound messages dropped because nats-py could not parse them."""
+        return self._tolerant.malformed_messages if self._tolerant is not None else 0
 
     async def start(self) -> None:
         if not self.urls:
@@ -133,8 +147,8 @@ class NatsBus:
             log.warning("nats: reconnected")
 
         try:
-            self._nc = await asyncio.wait_for(
-                nats.connect(
+            self._nc = self._tolerant = await asyncio.wait_for(
+                connect_tolerant(
                     servers=self.urls,
                     name=self.client_name,
                     connect_timeout=min(2.0, self.connect_timeout),
@@ -152,6 +166,8 @@ class NatsBus:
             raise Unavailable(
                 f"Cannot connect to NATS at {self.url} within {self.connect_timeout:g} s"
             ) from exc
+        self._watchdog = ReadLoopWatchdog(self._nc)
+        self._watchdog.start()
 
     async def request(
         self,
@@ -221,6 +237,8 @@ class NatsBus:
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         if nc is not None and not nc.is_closed:
             try:
                 await nc.drain()
