@@ -83,7 +83,7 @@ HEADERS: dict[str, bytes] = {
     ),
     "two Cbs-Deadline": b"NATS/1.0\r\nCbs-Deadline: 1\r\ncbs-deadline: soon\r\n\r\n",
     "bad Cbs-Deadline": b"NATS/1.0\r\nCbs-Deadline: -1e999\r\n\r\n",
-    "20,000 headers": b"NATS/1.0\r\n" + b"".join(b"h%d: v\r\n" % i for i in range(20_000)) + b"\r\n",
+    "20,000 headers": b"NATS/1.0\r\n%s\r\n" % b"".join(b"h%d: v\r\n" % i for i in range(20_000)),
     "one 100 kB value": b"NATS/1.0\r\nbig: " + b"x" * 100_000 + b"\r\n\r\n",
 }
 # What nats-py 2.16 raises on in its read loop (see cbs.nats._header_fix).
@@ -214,8 +214,11 @@ async def everyone_still_works(
         await other.send(pub(b"sync.all", b"", marker))
         await other.close()
     for name, member in found.items():
-        await eventually(lambda: marker in member.seen, 2, f"{name} reading after {what}")
-        reply = await member.body.request("greeter", "say_hello", {"name": "Ada"}, schema=NAME, timeout=2)
+        seen = member.seen
+        await eventually(lambda: marker in seen, 2, f"{name} reading after {what}")  # noqa: B023
+        reply = await member.body.request(
+            "greeter", "say_hello", {"name": "Ada"}, schema=NAME, timeout=2
+        )
         assert reply == {"message": "Hello Ada!"}, (name, what)
 
 
@@ -388,3 +391,33 @@ async def test_readyz_is_503_while_the_read_loop_is_dead(
         "message": "Hello Ada!"
     }
 
+
+async def test_a_flood_is_counted_and_logged_sparingly(
+    nats_server: Any, make_body: MakeBody, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = make_body(nats_plugin, greeter_plugin, config={"nats_url": nats_server.url})
+    await body.start()
+    bus = nats_bus(body)
+    raw = await RawClient(nats_server.url).open()
+    assert await raw.send(hpub(b"$SRV.PING", b"", b"NATS/1.0", b"") * 1000)
+    await raw.close()
+    await eventually(lambda: bus.malformed_messages == 1000, 5, "1000 dropped")
+    warnings = [r for r in caplog.records if "dropped a malformed message" in r.message]
+    assert len(warnings) == 10  # the 1st, 2nd, 4th, ... 512th
+    assert await body.request("greeter", "say_hello", {"name": "Ada"}, timeout=2)
+    assert bus.receiving
+
+
+async def test_the_watchdog_leaves_ordinary_reconnects_alone(
+    nats_server: Any, make_body: MakeBody
+) -> None:
+    body = make_body(nats_plugin, greeter_plugin, config={"nats_url": nats_server.url})
+    await body.start()
+    bus = nats_bus(body)
+    nats_server.kill()
+    await eventually(lambda: not bus.receiving, 5, "not receiving without a server")
+    nats_server.start()
+    await eventually(lambda: bus.receiving, 15, "receiving after the server came back")
+    assert await body.request("greeter", "say_hello", {"name": "Ada"}, timeout=5)
+    assert bus._watchdog is not None and bus._watchdog.restarts == 0
+    assert bus.client.stats["reconnects"] == 1
