@@ -114,7 +114,8 @@ def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
     a cell sets it with ``@cell.verb("write", schema=..., durable=True)`` and
     the plugin reads ``OPTION.of(endpoint)``. When a cell is added, an option
     of the wrong type is a ``PluginError``; one no plugin declares is ignored
-    (logged at DEBUG: the plugin that reads it may simply not be installed). Returns nothing. Plain function only.
+    (logged at DEBUG: the plugin that reads it may not be installed).
+    Returns nothing. Plain function only.
     """
 
 

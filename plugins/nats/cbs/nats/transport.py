@@ -31,6 +31,8 @@ import nats.errors
 from cbs.contracts import NotFound, RawHandler, ReplyCheck, Timeout, Unavailable, WrongReply
 from cbs.kernel import TransportState
 from cbs.kernel.transport import start_eagerly
+from cbs.nats._header_fix import TolerantClient, connect_tolerant
+from cbs.nats._watchdog import ReadLoopWatchdog, is_receiving
 from cbs.nats.capability import NatsConnection
 from cbs.nats.directory import NatsDirectory
 from cbs.nats.server import NatsServer
@@ -139,6 +141,8 @@ class NatsBus(TransportState):
         self._nc: Client | None = None
         self._replies: _Replies | None = None
         self._offered: tuple[object, ...] = ()
+        self._tolerant: TolerantClient | None = None  # kept after close, for its count
+        self._watchdog: ReadLoopWatchdog | None = None
 
     @property
     def client(self) -> Client:
@@ -159,7 +163,13 @@ class NatsBus(TransportState):
 
     @property
     def receiving(self) -> bool:
-        return self.connected
+        """Connected and reading: messages reach this body's subscriptions."""
+        return self._nc is not None and is_receiving(self._nc)
+
+    @property
+    def malformed_messages(self) -> int:
+        """Inbound messages dropped because nats-py could not parse them."""
+        return self._tolerant.malformed_messages if self._tolerant is not None else 0
 
     @property
     def wrong_replies(self) -> int:
@@ -195,8 +205,8 @@ class NatsBus(TransportState):
                     await offered.reconnected()
 
         try:
-            self._nc = await asyncio.wait_for(
-                nats.connect(
+            self._nc = self._tolerant = await asyncio.wait_for(
+                connect_tolerant(
                     servers=self.urls,
                     name=self.client_name,
                     connect_timeout=min(2.0, self.connect_timeout),
@@ -214,6 +224,8 @@ class NatsBus(TransportState):
             raise Unavailable(
                 f"Cannot connect to NATS at {self.url} within {self.connect_timeout:g} s"
             ) from exc
+        self._watchdog = ReadLoopWatchdog(self._nc)
+        self._watchdog.start()
         self._replies = _Replies(self._nc)
         await self._replies.start(self._nc)
         connection = NatsConnection(self._nc, self.url)
@@ -296,6 +308,8 @@ class NatsBus(TransportState):
         nc, self._nc = self._nc, None
         self._replies = None
         self._offered = ()
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         if nc is not None and not nc.is_closed:
             try:
                 await nc.drain()
