@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from breaker_cells import Flaky
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from breaker_cells import Flaky
 from cbs.breaker import plugin as breaker_plugin
 from cbs.breaker import states
 from cbs.contracts import CbsError

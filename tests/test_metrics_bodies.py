@@ -9,9 +9,9 @@ import re
 import urllib.request
 from typing import Any
 
+from breaker_cells import Flaky
 from prometheus_client import REGISTRY
 
-from breaker_cells import Flaky
 from cbs.greeter import plugin as greeter_plugin
 from cbs.kernel import Body
 from cbs.metrics import plugin as metrics_plugin

@@ -18,6 +18,7 @@ from cbs.metrics.stats import BUCKETS, BodyStats, EndpointStats
 from cbs.nats import plugin as nats_plugin
 from cbs.tracing import plugin as tracing_plugin
 
+
 async def wait_for(condition: Any, seconds: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while not condition():
@@ -138,7 +139,8 @@ async def test_counts_after_n_requests_with_errors_by_code(
     assert handled.value("cbs_server_requests_in_flight", cell="flaky", **slow) == 1
     assert sent.value("cbs_client_requests_in_flight", **slow) == 0
     flaky.release.set()
-    await wait_for(lambda: handled.value("cbs_server_requests_in_flight", cell="flaky", **slow) == 0)
+    in_flight = {"cell": "flaky", **slow}
+    await wait_for(lambda: handled.value("cbs_server_requests_in_flight", **in_flight) == 0)
     assert handled.delta("cbs_server_requests_total", cell="flaky", **slow) == 1
 
     greet = {"cell": "greet", "service": "greeter", "version": "1.0.0"}
