@@ -22,7 +22,8 @@ def _process_globals() -> tuple[Any, ...]:
     families: list[str] = []
     prometheus = sys.modules.get("prometheus_client")
     if prometheus is not None:
-        families = sorted(m.name for m in prometheus.REGISTRY.collect() if m.name.startswith("cbs_"))
+        collected = prometheus.REGISTRY.collect()
+        families = sorted(m.name for m in collected if m.name.startswith("cbs_"))
     return provider, logging.getLogRecordFactory(), families
 
 
