@@ -21,10 +21,10 @@ from cbs.metrics.plugin import server_url
 GREET = 'cell="greet",service="greeter",subject="cbs.greeter.say_hello",verb="say_hello"'
 
 
-def scrape(body: Body) -> str:
+def scrape(body: Body, query: str = "") -> str:
     url = server_url(body)
     assert url is not None
-    with urllib.request.urlopen(url + "metrics", timeout=10) as reply:
+    with urllib.request.urlopen(url + "metrics" + query, timeout=10) as reply:
         text: str = reply.read().decode()
     return text
 
@@ -62,6 +62,11 @@ async def test_two_bodies_count_apart_and_a_stopped_one_is_forgotten(make_body: 
     # and holds nothing of CBS.
     assert "python_info" in text_b or "process_cpu_seconds_total" in text_b
     assert default_registry_cbs_samples() == []
+    # ?name[]= picks series from both registries.
+    query = "?name[]=cbs_server_requests_total&name[]=python_info"
+    picked = await asyncio.to_thread(scrape, b, query)
+    names = {line.split("{")[0].split(" ")[0] for line in picked.splitlines() if line[:1] != "#"}
+    assert names == {"cbs_server_requests_total", "python_info"}
 
     await a.stop()
     text_b = await asyncio.to_thread(scrape, b)
