@@ -55,7 +55,7 @@ log = logging.getLogger("cbs.tracing")
 DEFAULT_SERVICE_NAME = "cbs"
 
 #: The provider the body's chains record with (``None``: pass context on only).
-ACTIVE: StashKey[trace.TracerProvider | None] = StashKey()
+_ACTIVE: StashKey[trace.TracerProvider | None] = StashKey()
 #: The provider the body made itself (shut down when it stops).
 _OWN: StashKey[SdkTracerProvider] = StashKey()
 #: The file exporter added to a provider the body does not own.
@@ -123,7 +123,9 @@ def start(body: Body) -> None:
     """Choose the provider of ``body`` (see the module docstring); at
     ``cbs_body_starting``. Imports OpenTelemetry's SDK only when there is
     something to set up."""
-    _forget(body)  # normally done when it stopped
+    left = _forget(body)  # normally done when it stopped
+    if left is not None:
+        left.shutdown()
     file = body.config.get("tracing_file")
     chosen: trace.TracerProvider | None = body.stash.get(TRACER_PROVIDER, None)
     if chosen is None:
@@ -154,19 +156,19 @@ def start(body: Body) -> None:
             body.stash[_FILE] = switch
         else:
             log.warning("tracing: the TracerProvider in use cannot take the file exporter")
-    body.stash[ACTIVE] = chosen
+    body.stash[_ACTIVE] = chosen
 
 
 def provider(body: Body) -> trace.TracerProvider | None:
     """The provider ``body`` records its spans with while it is started."""
-    return body.stash.get(ACTIVE, None)
+    return body.stash.get(_ACTIVE, None)
 
 
 def _forget(body: Body) -> SdkTracerProvider | None:
     """Forget the body's provider; switch its file exporter off. Returns the
     body's own provider, still to be flushed and shut down."""
-    if ACTIVE in body.stash:
-        del body.stash[ACTIVE]
+    if _ACTIVE in body.stash:
+        del body.stash[_ACTIVE]
     if _FILE in body.stash:
         switch = body.stash[_FILE]
         del body.stash[_FILE]
