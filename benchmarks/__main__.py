@@ -172,11 +172,11 @@ async def observability(runner: Runner) -> None:
     group would otherwise mix the two responders. First as installed (no
     OTEL_* variables: trace context propagates, spans are not recorded), then
     with spans recorded into a batch processor whose exporter drops them."""
-    from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from cbs.metrics import plugin as metrics_plugin
+    from cbs.tracing import TRACER_PROVIDER
     from cbs.tracing import plugin as tracing_plugin
 
     class Drop(SpanExporter):
@@ -207,12 +207,11 @@ async def observability(runner: Runner) -> None:
             await runner.compare(
                 "observability", ("cbs", plain_call), [("cbs+tracing+metrics", light_call)]
             )
-            # A chain picks its mode when composed: the third pair starts (and
-            # composes) after a TracerProvider is installed; the others keep theirs.
-            if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-                provider = TracerProvider()
-                provider.add_span_processor(BatchSpanProcessor(Drop()))
-                trace.set_tracer_provider(provider)
+            # The third pair records with a TracerProvider of its own.
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(Drop()))
+            for body in pairs[2]:
+                body.stash[TRACER_PROVIDER] = provider
             await pairs[2][0].start()
             await pairs[2][1].start(serve=False)
             await runner.compare(

@@ -561,8 +561,10 @@ async def test_each_transition_is_logged_once(
 
 
 async def test_states_and_the_gauge(make_body: MakeBody) -> None:
-    prometheus = pytest.importorskip("prometheus_client")
-    body, flaky, _ = body_with(make_body, {"flaky": {"failure_threshold": 1}})
+    metrics = pytest.importorskip("cbs.metrics")
+    from cbs.metrics import plugin as metrics_plugin
+
+    body, flaky, _ = body_with(make_body, {"flaky": {"failure_threshold": 1}}, metrics_plugin)
     assert cbs.breaker.states(body) == {}
     await body.start()
     await body.request("flaky", "read", {})
@@ -570,11 +572,12 @@ async def test_states_and_the_gauge(make_body: MakeBody) -> None:
     with pytest.raises(CbsError):
         await body.request("flaky", "work", {})
     assert cbs.breaker.states(body) == {("flaky", "read"): "closed", ("flaky", "work"): "open"}
-    assert report.gauge() is not None
+    own = metrics.registry(body)
+    assert own is not None
 
     def value(verb: str) -> float | None:
         labels = {"service": "flaky", "verb": verb}
-        sample: float | None = prometheus.REGISTRY.get_sample_value("cbs_breaker_state", labels)
+        sample: float | None = own.get_sample_value("cbs_breaker_state", labels)
         return sample
 
     assert (value("read"), value("work")) == (0.0, 2.0)
@@ -629,8 +632,12 @@ from cbs.kernel import Body
 
 async def main():
     flaky = Flaky()
+    plugins = [plugin, flaky]
+    if sys.argv[2] == "metrics":
+        from cbs.metrics import plugin as metrics_plugin
+        plugins.append(metrics_plugin)
     body = Body({"breaker_config": {"default": {"failure_threshold": 1}}},
-                plugins=[plugin, flaky], autoload=False)
+                plugins=plugins, autoload=False)
     print("built", "prometheus_client" in sys.modules)
     async with body:
         flaky.mode = "fail"
@@ -644,13 +651,24 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize(("case", "imported"), [("absent", "False"), ("installed", "True")])
-def test_prometheus_is_imported_only_when_there_and_needed(case: str, imported: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "metrics", "imported"),
+    [
+        ("absent", "", "False"),
+        ("installed", "", "False"),  # nobody serves the gauge
+        ("installed", "metrics", "True"),  # the gauge in the body's metrics registry
+    ],
+)
+def test_prometheus_is_imported_only_when_there_and_needed(
+    case: str, metrics: str, imported: str
+) -> None:
     if case == "installed":
         pytest.importorskip("prometheus_client")
+    if metrics:
+        pytest.importorskip("cbs.metrics")
     tests = Path(__file__).parent
     result = subprocess.run(
-        [sys.executable, "-c", PROBE_IMPORTS, case],
+        [sys.executable, "-c", PROBE_IMPORTS, case, metrics or "-"],
         cwd=tests,
         env={**os.environ, "PYTHONPATH": str(tests)},
         capture_output=True,

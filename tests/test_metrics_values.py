@@ -1,5 +1,5 @@
-"""cbs-metrics: the values in prometheus_client's default registry after N
-requests, on the client and the server side, errors by code included."""
+"""cbs-metrics: the values in a body's metrics registry after N requests, on
+the client and the server side, errors by code included."""
 
 from __future__ import annotations
 
@@ -8,15 +8,23 @@ from bisect import bisect_left
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
 from cbs.contracts import BadRequest, Internal, NotFound, Timeout
 from cbs.greeter import plugin as greeter_plugin
-from cbs.kernel import Cell, CellRegistry, Config, hookimpl
+from cbs.kernel import Body, Cell, CellRegistry, Config, hookimpl
 from cbs.metrics import plugin as metrics_plugin
+from cbs.metrics import registry
 from cbs.metrics.stats import BUCKETS, BodyStats, EndpointStats
 from cbs.nats import plugin as nats_plugin
 from cbs.tracing import plugin as tracing_plugin
+
+
+async def wait_for(condition: Any, seconds: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
 
 GREET = {"service": "greeter", "verb": "say_hello", "subject": "cbs.greeter.say_hello"}
 
@@ -48,20 +56,28 @@ class FlakyPlugin:
         cells.add(self.cell)
 
 
-class Samples:
-    """Reads samples of the default registry as differences from a start."""
+def read(body: Body) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The ``cbs_*`` samples of the body's metrics registry."""
+    found = registry(body)
+    assert found is not None
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for metric in found.collect()
+        if metric.name.startswith("cbs_")
+        for s in metric.samples
+    }
 
-    def __init__(self) -> None:
+
+class Samples:
+    """Reads samples of a body's registry as differences from a start."""
+
+    def __init__(self, body: Body) -> None:
+        self.body = body
         self.start: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.start = self.read()
 
     def read(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for metric in REGISTRY.collect()
-            if metric.name.startswith("cbs_")
-            for s in metric.samples
-        }
+        return read(self.body)
 
     def delta(self, name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
@@ -82,7 +98,7 @@ async def test_counts_after_n_requests_with_errors_by_code(
     await responder.start()
     caller = make_body(nats_plugin, greeter_plugin, metrics_plugin, flaky, config=config)
     await caller.start(serve=False)
-    samples = Samples()
+    sent, handled = Samples(caller), Samples(responder)
 
     n = 25
     await asyncio.gather(
@@ -98,41 +114,45 @@ async def test_counts_after_n_requests_with_errors_by_code(
     with pytest.raises(Timeout):
         await caller.request("flaky", "slow", {}, timeout=0.2)
 
-    assert samples.delta("cbs_client_requests_total", **GREET) == n + 3
-    assert samples.delta("cbs_client_errors_total", code="BadRequest", **GREET) == 3
-    assert samples.delta("cbs_client_request_duration_seconds_count", **GREET) == n + 3
-    assert samples.delta("cbs_client_request_duration_seconds_sum", **GREET) > 0
+    assert sent.delta("cbs_client_requests_total", **GREET) == n + 3
+    assert sent.delta("cbs_client_errors_total", code="BadRequest", **GREET) == 3
+    assert sent.delta("cbs_client_request_duration_seconds_count", **GREET) == n + 3
+    assert sent.delta("cbs_client_request_duration_seconds_sum", **GREET) > 0
     served = {"cell": "greet", **GREET}
-    assert samples.delta("cbs_server_requests_total", **served) == n + 3
-    assert samples.delta("cbs_server_errors_total", code="BadRequest", **served) == 3
-    assert samples.delta("cbs_server_request_duration_seconds_count", **served) == n + 3
-    inf = samples.delta("cbs_server_request_duration_seconds_bucket", le="+Inf", **served)
+    assert handled.delta("cbs_server_requests_total", **served) == n + 3
+    assert handled.delta("cbs_server_errors_total", code="BadRequest", **served) == 3
+    assert handled.delta("cbs_server_request_duration_seconds_count", **served) == n + 3
+    inf = handled.delta("cbs_server_request_duration_seconds_bucket", le="+Inf", **served)
     assert inf == n + 3
+    # Each body counts its own side only.
+    assert handled.value("cbs_client_requests_total", **GREET) is None
+    assert sent.value("cbs_server_requests_total", **served) is None
 
     boom = {"service": "flaky", "verb": "boom", "subject": "cbs.flaky.boom"}
-    assert samples.delta("cbs_client_errors_total", code="Internal", **boom) == 1
-    assert samples.delta("cbs_server_errors_total", code="Internal", cell="flaky", **boom) == 1
+    assert sent.delta("cbs_client_errors_total", code="Internal", **boom) == 1
+    assert handled.delta("cbs_server_errors_total", code="Internal", cell="flaky", **boom) == 1
     nobody = {"service": "nobody", "verb": "home", "subject": "cbs.nobody.home"}
-    assert samples.delta("cbs_client_errors_total", code="NotFound", **nobody) == 1
+    assert sent.delta("cbs_client_errors_total", code="NotFound", **nobody) == 1
     slow = {"service": "flaky", "verb": "slow", "subject": "cbs.flaky.slow"}
-    assert samples.delta("cbs_client_errors_total", code="Timeout", **slow) == 1
+    assert sent.delta("cbs_client_errors_total", code="Timeout", **slow) == 1
     # The slow request is still being handled: in flight on the server side.
-    assert samples.value("cbs_server_requests_in_flight", cell="flaky", **slow) == 1
-    assert samples.value("cbs_client_requests_in_flight", **slow) == 0
+    assert handled.value("cbs_server_requests_in_flight", cell="flaky", **slow) == 1
+    assert sent.value("cbs_client_requests_in_flight", **slow) == 0
     flaky.release.set()
-    await asyncio.sleep(0.05)
-    assert samples.value("cbs_server_requests_in_flight", cell="flaky", **slow) == 0
-    assert samples.delta("cbs_server_requests_total", cell="flaky", **slow) == 1
+    in_flight = {"cell": "flaky", **slow}
+    await wait_for(lambda: handled.value("cbs_server_requests_in_flight", **in_flight) == 0)
+    assert handled.delta("cbs_server_requests_total", cell="flaky", **slow) == 1
 
     greet = {"cell": "greet", "service": "greeter", "version": "1.0.0"}
-    instances = samples.value("cbs_cell_instances_up", **greet)
-    assert instances is not None and instances >= 1
-    cells_up = samples.value("cbs_cells_up")
-    assert cells_up is not None and cells_up >= 4
-    up = samples.value("cbs_cell_instances_up", cell="flaky", service="flaky", version="2.0.0")
+    assert handled.value("cbs_cell_instances_up", **greet) == 1
+    assert handled.value("cbs_cells_up") == 4  # the greeter's three and flaky
+    assert sent.value("cbs_cells_up") == 0  # the caller serves none
+    flaky_cell = {"cell": "flaky", "service": "flaky", "version": "2.0.0"}
+    assert handled.value("cbs_cell_instances_up", **flaky_cell) == 1
     await responder.stop()
-    after = samples.value("cbs_cell_instances_up", cell="flaky", service="flaky", version="2.0.0")
-    assert up is not None and after == up - 1
+    # A stopped body's series are gone from its registry.
+    assert read(responder) == {}
+    assert sent.delta("cbs_client_requests_total", **GREET) == n + 3
 
 
 async def test_tracing_and_metrics_together_run_no_hook_per_message(
@@ -141,7 +161,7 @@ async def test_tracing_and_metrics_together_run_no_hook_per_message(
     body = make_body(greeter_plugin, tracing_plugin, metrics_plugin)
     await body.start()
     await body.request("greeter", "say_hello", {"name": "warm"})
-    samples = Samples()
+    samples = Samples(body)
     hook_recorder(body)
     await asyncio.gather(*(body.request("greeter", "say_hello", {"name": "x"}) for _ in range(50)))
     assert hook_recorder.calls == []

@@ -90,5 +90,21 @@ def test_only_plain_text_formatters_are_wrapped() -> None:
         assert type(plain.formatter.inner) is logging.Formatter
         assert type(custom.formatter) is JsonFormatter
     finally:
+        logs.uninstall()
         root.removeHandler(plain)
         root.removeHandler(custom)
+    assert type(plain.formatter) is logging.Formatter  # put back
+
+
+async def test_the_record_factory_is_undone_when_the_last_body_stops(make_body: Any) -> None:
+    before = logging.getLogRecordFactory()
+    first = make_body(greeter_plugin, tracing_plugin)
+    second = make_body(greeter_plugin, tracing_plugin)
+    await first.start()
+    await second.start()
+    ours = logging.getLogRecordFactory()
+    assert ours is not before
+    await first.stop()
+    assert logging.getLogRecordFactory() is ours  # the second body still runs
+    await second.stop()
+    assert logging.getLogRecordFactory() is before

@@ -4,6 +4,7 @@ and the pass-through mode used when no TracerProvider is installed."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from cbs.contracts import BadRequest, Internal, NotFound
 from cbs.greeter import plugin as greeter_plugin
 from cbs.kernel import Body, Cell, CellRegistry, Config, current_request, hookimpl
 from cbs.nats import plugin as nats_plugin
+from cbs.tracing import TRACER_PROVIDER, tracer_provider
 from cbs.tracing import middleware as tracing_middleware
 from cbs.tracing import plugin as tracing_plugin
 
@@ -56,24 +58,32 @@ class RelayPlugin:
         self.body = body
 
 
-@pytest.fixture(scope="module")
-def provider() -> TracerProvider:
-    """The process's SDK TracerProvider (installed once; OpenTelemetry allows
-    no second one)."""
-    current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):
-        return current
+@pytest.fixture
+def provider() -> Iterator[TracerProvider]:
+    """A TracerProvider for the bodies of one test (OpenTelemetry's global
+    one is left alone)."""
     created = TracerProvider()
-    trace.set_tracer_provider(created)
-    return created
+    yield created
+    created.shutdown()
 
 
 @pytest.fixture
-def spans(provider: TracerProvider) -> Iterator[InMemorySpanExporter]:
+def spans(provider: TracerProvider) -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.shutdown()  # the processor stays, but exports nothing more
+    return exporter
+
+
+@pytest.fixture
+def traced_body(make_body: Any, provider: TracerProvider) -> Any:
+    """``make_body`` for bodies that record with ``provider``."""
+
+    def factory(*plugins: Any, config: dict[str, Any] | None = None) -> Body:
+        body: Body = make_body(*plugins, config=config)
+        body.stash[TRACER_PROVIDER] = provider
+        return body
+
+    return factory
 
 
 def by_kind(finished: tuple[ReadableSpan, ...], name: str, kind: SpanKind) -> ReadableSpan:
@@ -88,11 +98,11 @@ def parent_of(span: ReadableSpan) -> int | None:
 
 @pytest.mark.parametrize("transport", ["local", "nats"])
 async def test_one_trace_two_hops(
-    transport: str, nats_server: Any, make_body: Any, spans: InMemorySpanExporter
+    transport: str, nats_server: Any, traced_body: Any, spans: InMemorySpanExporter
 ) -> None:
     relay = RelayPlugin()
     config = {"transport": transport, "nats_url": nats_server.url}
-    body = make_body(nats_plugin, greeter_plugin, tracing_plugin, relay, config=config)
+    body = traced_body(nats_plugin, greeter_plugin, tracing_plugin, relay, config=config)
     await body.start()
     assert await body.request("relay", "relay", {"name": "Ada"}) == {"message": "Hello Ada!"}
 
@@ -144,9 +154,9 @@ async def test_one_trace_two_hops(
     assert all(s.status.status_code == StatusCode.UNSET for s in finished)
 
 
-async def test_failures_set_the_error_code(make_body: Any, spans: InMemorySpanExporter) -> None:
+async def test_failures_set_the_error_code(traced_body: Any, spans: InMemorySpanExporter) -> None:
     relay = RelayPlugin()
-    body = make_body(greeter_plugin, tracing_plugin, relay)
+    body = traced_body(greeter_plugin, tracing_plugin, relay)
     await body.start()
     with pytest.raises(BadRequest):
         await body.request("relay", "relay", {})
@@ -175,9 +185,9 @@ async def test_failures_set_the_error_code(make_body: Any, spans: InMemorySpanEx
 
 
 async def test_traceparent_passed_by_the_caller_is_the_parent(
-    make_body: Any, spans: InMemorySpanExporter
+    traced_body: Any, spans: InMemorySpanExporter
 ) -> None:
-    body = make_body(greeter_plugin, tracing_plugin)
+    body = traced_body(greeter_plugin, tracing_plugin)
     await body.start()
     await body.request("greeter", "say_hello", {"name": "x"}, headers={"traceparent": TRACEPARENT})
     client = by_kind(spans.get_finished_spans(), "cbs.greeter.say_hello", SpanKind.CLIENT)
@@ -190,9 +200,9 @@ async def test_traceparent_passed_by_the_caller_is_the_parent(
 
 
 async def test_a_span_current_in_the_caller_is_the_parent(
-    make_body: Any, spans: InMemorySpanExporter, provider: TracerProvider
+    traced_body: Any, spans: InMemorySpanExporter, provider: TracerProvider
 ) -> None:
-    body = make_body(greeter_plugin, tracing_plugin)
+    body = traced_body(greeter_plugin, tracing_plugin)
     await body.start()
     with provider.get_tracer("test").start_as_current_span("flow") as flow:
         await body.request("greeter", "say_hello", {"name": "x"})
@@ -200,8 +210,8 @@ async def test_a_span_current_in_the_caller_is_the_parent(
     assert parent_of(client) == flow.get_span_context().span_id
 
 
-async def test_no_hook_runs_per_message(make_body: Any, hook_recorder: Any) -> None:
-    body = make_body(greeter_plugin, tracing_plugin)
+async def test_no_hook_runs_per_message(traced_body: Any, hook_recorder: Any) -> None:
+    body = traced_body(greeter_plugin, tracing_plugin)
     await body.start()
     await body.request("greeter", "say_hello", {"name": "warm"})
     hook_recorder(body)
@@ -214,8 +224,11 @@ async def test_no_hook_runs_per_message(make_body: Any, hook_recorder: Any) -> N
 
 @pytest.fixture
 def no_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As if no TracerProvider were installed (the default without OTEL_*)."""
-    monkeypatch.setattr(tracing_middleware, "_recording", lambda: None)
+    """No TracerProvider anywhere: none given, none global, no OTEL_* exporter."""
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 async def test_pass_through_mode_carries_incoming_context(
@@ -224,6 +237,7 @@ async def test_pass_through_mode_carries_incoming_context(
     relay = RelayPlugin()
     body = make_body(greeter_plugin, tracing_plugin, relay)
     await body.start()
+    assert tracer_provider(body) is None
     # No context: nothing to pass on, no header.
     await body.request("relay", "relay", {"name": "a"})
     assert relay.seen_headers[-1] == {}

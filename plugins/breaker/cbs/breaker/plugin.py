@@ -27,10 +27,14 @@ from cbs.kernel import (
 )
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from cbs.breaker.gauge import BreakerCollector
     from cbs.breaker.report import BreakerTable, Responder
 
 TABLE: StashKey[BreakerTable] = StashKey()
 RESPONDER: StashKey[Responder] = StashKey()
+GAUGE: StashKey[tuple[CollectorRegistry, BreakerCollector]] = StashKey()
 
 #: Where each layer sits among the client middleware: (phase, order). The
 #: first four in phase ``resilience`` (outside any per-attempt middleware),
@@ -131,10 +135,41 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
     middleware.add_server("deadline_guard", layers.deadline_guard, phase=phase, order=order)
 
 
+def _metrics_registry(body: Body) -> CollectorRegistry | None:
+    """The body's metrics registry, when cbs-metrics is installed and wired
+    into this body (it publishes the registry in the body's stash)."""
+    try:
+        from cbs.metrics import registry
+    except ImportError:
+        return None
+    return registry(body)
+
+
+def _show_gauge(body: Body) -> None:
+    registry = _metrics_registry(body)
+    if registry is None or GAUGE in body.stash:
+        return
+    from cbs.breaker.gauge import BreakerCollector
+
+    collector = BreakerCollector(body.stash[TABLE])
+    registry.register(collector)
+    body.stash[GAUGE] = (registry, collector)
+
+
+def _hide_gauge(body: Body) -> None:
+    if GAUGE in body.stash:
+        registry, collector = body.stash[GAUGE]
+        del body.stash[GAUGE]
+        registry.unregister(collector)
+
+
 @hookimpl
 async def cbs_body_started(body: Body) -> None:
+    if TABLE not in body.stash:
+        return
+    _show_gauge(body)  # every cbs_body_starting (cbs-metrics' included) has run
     bus = body.bus
-    if bus is None or not bus.shared or TABLE not in body.stash:
+    if bus is None or not bus.shared:
         return
     from cbs.breaker.report import Responder
 
@@ -160,6 +195,7 @@ def cbs_add_cell_fields(fields: CellFieldRegistry) -> None:
 
 @hookimpl
 def cbs_body_stopped(body: Body) -> None:
+    _hide_gauge(body)
     # After a failed start cbs_body_stopping does not run; the closed bus
     # ended the subscription already.
     if RESPONDER in body.stash:

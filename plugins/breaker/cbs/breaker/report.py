@@ -1,5 +1,6 @@
-"""Breaker visibility: the per-body table, transition logs, the Prometheus
-gauge, and the states query that ``cbs cells`` sends over the bus.
+"""Breaker visibility: the per-body table, transition logs, and the states
+query that ``cbs cells`` sends over the bus (the Prometheus gauge is in
+:mod:`cbs.breaker.gauge`).
 
 Breakers live in the process that calls. Every started body with this plugin
 on a shared bus subscribes to ``_cbs.breaker.states`` (each body in a queue
@@ -16,7 +17,6 @@ any shared transport.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import time
 import uuid
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cbs.breaker.circuit import CLOSED, OPEN, STATES, BreakerSettings, CircuitBreaker
+from cbs.breaker.circuit import OPEN, STATES, BreakerSettings, CircuitBreaker
 from cbs.contracts import Bus, Outcome, Subscription
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = [
     "QUERY_SUBJECT",
     "BreakerTable",
-    "gauge",
     "Responder",
     "gather",
     "summarize",
@@ -48,41 +47,6 @@ QUERY_SUBJECT = "_cbs.breaker.states"
 _REPLY_PREFIX = "_cbs.breaker.reply."
 #: What the responder hands back to the bus: nothing to reply (it publishes itself).
 _NOTHING = Outcome(b"")
-
-
-# -- the metric -----------------------------------------------------------------------------
-
-_GAUGE: Any = None
-_GAUGE_TRIED = False
-
-
-def gauge() -> Any:
-    """The gauge ``cbs_breaker_state{service,verb}`` (0 closed, 1 half-open,
-    2 open) in prometheus_client's default registry, made at the first call;
-    ``None`` when prometheus_client is not installed (it is then not imported)
-    or the name is taken by another collector."""
-    global _GAUGE, _GAUGE_TRIED
-    if not _GAUGE_TRIED:
-        _GAUGE_TRIED = True
-        if importlib.util.find_spec("prometheus_client") is None:
-            return None
-        from prometheus_client import Gauge
-
-        try:
-            _GAUGE = Gauge(
-                "cbs_breaker_state",
-                "Circuit breaker state of a CBS target: 0 closed, 1 half-open, 2 open",
-                ["service", "verb"],
-            )
-        except ValueError as exc:  # registered already, by someone else
-            log.warning("breaker: no cbs_breaker_state gauge (%s)", exc)
-    return _GAUGE
-
-
-def _set_gauge(service: str, verb: str, state: str) -> None:
-    metric = gauge()
-    if metric is not None:
-        metric.labels(service=service, verb=verb).set(STATES.index(state))
 
 
 # -- the table ------------------------------------------------------------------------------
@@ -108,14 +72,12 @@ class BreakerTable:
                 f"{service}.{verb}", settings, clock=clock, on_change=self._changed
             )
             self.breakers[key] = breaker
-            _set_gauge(service, verb, CLOSED)
         return breaker
 
     def _changed(self, breaker: CircuitBreaker, old: str, new: str) -> None:
         level = logging.WARNING if new == OPEN else logging.INFO
         log.log(level, "breaker %s: %s -> %s", breaker.name, old, new)
         service, _, verb = breaker.name.partition(".")
-        _set_gauge(service, verb, new)
         for listener in self.listeners:
             try:
                 listener(service, verb, old, new)

@@ -1,19 +1,19 @@
-"""The Prometheus side: one collector per process, in prometheus_client's
-default registry, that reads the counters of every body's
+"""The Prometheus side: one collector per body, in the body's own registry
+(:data:`cbs.metrics.METRICS_REGISTRY`), that reads the body's
 :class:`~cbs.metrics.stats.BodyStats` when scraped.
 
-Because it lives in the default registry, ``/metrics`` also serves whatever
-else is registered there: prometheus_client's process and Python metrics, and
-the metrics of other plugins (a circuit breaker's state gauge, say). A plugin
-adds metrics by creating them with prometheus_client as usual.
+Nothing goes into prometheus_client's default registry: two bodies of one
+process count apart, and a stopped body's series are gone. The body's
+``/metrics`` serves its registry together with the default registry
+(prometheus_client's process and Python metrics, an application's own), see
+:class:`Exposed`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -24,14 +24,14 @@ from prometheus_client.registry import Collector
 
 from cbs.metrics.stats import BUCKETS, BodyStats, EndpointStats
 
-__all__ = ["CbsCollector", "collector", "track"]
+__all__ = ["CbsCollector", "Exposed"]
 
 #: ``le`` label values, formatted as prometheus_client formats them.
 _BOUNDS = [*(repr(float(b)) for b in BUCKETS), "+Inf"]
 
 
 def _families(side: str, labels: list[str], endpoints: Iterable[EndpointStats]) -> list[Metric]:
-    who = "sent by this process" if side == "client" else "handled by this process"
+    who = "sent by this body" if side == "client" else "handled by this body"
     requests = CounterMetricFamily(
         f"cbs_{side}_requests", f"CBS requests {who}, failed ones included", labels=labels
     )
@@ -69,69 +69,62 @@ def _families(side: str, labels: list[str], endpoints: Iterable[EndpointStats]) 
     return [requests, errors, latency, in_flight]
 
 
-def _build(bodies: list[BodyStats]) -> Iterator[Metric]:
-    client = [e for b in bodies for e in list(b.client.values())]
-    server = [e for b in bodies for e in list(b.server.values())]
+def _build(stats: BodyStats | None) -> Iterator[Metric]:
+    client = list(stats.client.values()) if stats is not None else []
+    server = list(stats.server.values()) if stats is not None else []
     yield from _families("client", list(BodyStats.CLIENT_LABELS), client)
     yield from _families("server", list(BodyStats.SERVER_LABELS), server)
     instances = GaugeMetricFamily(
         "cbs_cell_instances_up",
-        "Instances of a cell served by this process (summed over processes: instances up)",
+        "Instances of a cell served by this body (summed over processes: instances up)",
         labels=["cell", "service", "version"],
     )
-    counted: dict[tuple[str, str, str], int] = {}
-    for b in bodies:
-        up = set(b.up)
-        for cell_id, (service, version) in list(b.cells.items()):
-            key = (cell_id, service, version)
-            counted[key] = counted.get(key, 0) + (cell_id in up)
-    for key, count in sorted(counted.items()):
-        instances.add_metric(list(key), count)  # 0 once stopped: the series stays
+    cells = GaugeMetricFamily("cbs_cells_up", "Distinct cells served by this body", labels=[])
+    if stats is not None:
+        up = set(stats.up)
+        for cell_id, (service, version) in sorted(list(stats.cells.items())):
+            instances.add_metric([cell_id, service, version], int(cell_id in up))
+        cells.add_metric([], len(up))
     yield instances
-    cells = GaugeMetricFamily("cbs_cells_up", "Distinct cells served by this process", labels=[])
-    if bodies:
-        cells.add_metric([], len({key[0] for key, count in counted.items() if count}))
     yield cells
 
 
 class CbsCollector(Collector):
-    """Reads the counters of the bodies it tracks (summed, when two bodies of
-    one process count the same subject)."""
+    """Reads the counters of one body."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._bodies: list[BodyStats] = []
-
-    def track(self, stats: BodyStats) -> None:
-        with self._lock:
-            if not any(s is stats for s in self._bodies):
-                self._bodies.append(stats)
+    def __init__(self, stats: BodyStats) -> None:
+        self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            bodies = list(self._bodies)
-        return _build(bodies)
+        return _build(self.stats)
 
     def describe(self) -> Iterator[Metric]:
         # The names, without samples, so that the registry refuses a clash.
-        return _build([])
+        return _build(None)
 
 
-_registered_lock = threading.Lock()
-_collector: CbsCollector | None = None
+class _Restricted(Collector):
+    def __init__(self, parts: list[Collector]) -> None:
+        self.parts = parts
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()
 
 
-def collector() -> CbsCollector:
-    """The process's collector, registered in the default registry at first use."""
-    global _collector
-    with _registered_lock:
-        if _collector is None:
-            created = CbsCollector()
-            REGISTRY.register(created)
-            _collector = created
-        return _collector
+class Exposed:
+    """What one body's ``/metrics`` serves: its own registry, then
+    prometheus_client's default registry. Has what prometheus_client's
+    exposition uses of a registry (``collect``, and ``restricted_registry``
+    for ``?name[]=`` queries)."""
 
+    def __init__(self, own: CollectorRegistry, default: CollectorRegistry = REGISTRY) -> None:
+        self.registries = [own, default]
 
-def track(stats: BodyStats) -> None:
-    """Include a body's counters in ``/metrics`` (idempotent)."""
-    collector().track(stats)
+    def collect(self) -> Iterator[Metric]:
+        for registry in self.registries:
+            yield from registry.collect()
+
+    def restricted_registry(self, names: Iterable[str]) -> Collector:
+        wanted = list(names)
+        return _Restricted([r.restricted_registry(wanted) for r in self.registries])

@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, make_wsgi_app
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from cbs.kernel import Body, TransportState
+from cbs.metrics.collector import Exposed
 from cbs.metrics.stats import BodyStats, EndpointStats
 
 __all__ = ["Health", "MetricsServer", "readiness", "status_page"]
@@ -210,15 +211,24 @@ def _json(start: StartResponse, status: str, data: dict[str, Any]) -> list[bytes
 
 
 class MetricsServer:
-    """Serves one body's endpoints on ``host:port`` (port 0: any free port)."""
+    """Serves one body's endpoints on ``host:port`` (port 0: any free port);
+    ``/metrics`` shows the body's ``registry`` and prometheus_client's default one."""
 
-    def __init__(self, body: Body, health: Health, stats: BodyStats, host: str, port: int):
+    def __init__(
+        self,
+        body: Body,
+        health: Health,
+        stats: BodyStats,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+    ):
         self.body = body
         self.health = health
         self.stats = stats
         self.host = host
         self.port = port
-        self._metrics = make_wsgi_app(REGISTRY)
+        self._metrics = make_wsgi_app(Exposed(registry))
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 

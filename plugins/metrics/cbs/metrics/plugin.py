@@ -21,8 +21,10 @@ from cbs.kernel import (
     StashKey,
     hookimpl,
 )
+from cbs.metrics import METRICS_REGISTRY
 
 if TYPE_CHECKING:
+    from cbs.metrics.collector import CbsCollector
     from cbs.metrics.http import Health, MetricsServer
     from cbs.metrics.stats import BodyStats
 
@@ -34,6 +36,7 @@ ORDER = 10
 STATS: StashKey[BodyStats] = StashKey()
 HEALTH: StashKey[Health] = StashKey()
 SERVER: StashKey[MetricsServer] = StashKey()
+COLLECTOR: StashKey[CbsCollector] = StashKey()
 
 
 @hookimpl
@@ -77,20 +80,34 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
     middleware.add_server("metrics", server_middleware(stats), phase="observe", order=ORDER)
 
 
+def _forget(body: Body) -> None:
+    """Take the body's collector out of its registry (idempotent)."""
+    collector = body.stash.get(COLLECTOR, None)
+    if collector is not None:
+        del body.stash[COLLECTOR]
+        body.stash[METRICS_REGISTRY].unregister(collector)
+
+
 @hookimpl
 async def cbs_body_starting(body: Body) -> None:
-    from cbs.metrics.collector import track
+    from prometheus_client import CollectorRegistry
+
+    from cbs.metrics.collector import CbsCollector
     from cbs.metrics.http import Health, MetricsServer
 
     stats = body_stats(body)
-    track(stats)
+    registry = body.stash.setdefault(METRICS_REGISTRY, CollectorRegistry())
+    _forget(body)  # normally done when it stopped
+    collector = CbsCollector(stats)
+    registry.register(collector)
+    body.stash[COLLECTOR] = collector
     health = body.stash.setdefault(HEALTH, Health())
     health.reset(asyncio.get_running_loop())
     port = body.config.get("metrics_port")
     if port is None:
         return
     host = body.config.get("metrics_host") or "127.0.0.1"
-    server = MetricsServer(body, health, stats, host, int(port))
+    server = MetricsServer(body, health, stats, registry, host, int(port))
     try:
         server.start()
     except OSError as exc:
@@ -125,3 +142,4 @@ async def cbs_body_stopped(body: Body) -> None:
     if server is not None:
         del body.stash[SERVER]
         await asyncio.to_thread(server.stop)
+    _forget(body)

@@ -1,4 +1,5 @@
-"""A JSON-lines span exporter, for the ``tracing_file`` option (``CBS_TRACING_FILE``)."""
+"""A JSON-lines span exporter, for the ``tracing_file`` option
+(``CBS_TRACING_FILE``), and a span processor that can be switched off."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["JsonLinesExporter"]
+__all__ = ["JsonLinesExporter", "WhileRunning"]
 
 log = logging.getLogger("cbs.tracing")
 
@@ -45,3 +47,31 @@ class JsonLinesExporter(SpanExporter):
             if self._out is not None:
                 self._out.close()
                 self._out = None
+
+
+class WhileRunning(SpanProcessor):
+    """Forwards to ``inner`` until :meth:`shutdown`, then does nothing: what a
+    body leaves in a ``TracerProvider`` it does not own (an SDK provider
+    cannot drop a span processor)."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner: SpanProcessor | None = inner
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        inner = self.inner
+        if inner is not None:
+            inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        inner = self.inner
+        if inner is not None:
+            inner.on_end(span)
+
+    def shutdown(self) -> None:
+        inner, self.inner = self.inner, None
+        if inner is not None:
+            inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        inner = self.inner
+        return True if inner is None else inner.force_flush(timeout_millis)

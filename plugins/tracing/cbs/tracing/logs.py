@@ -11,30 +11,52 @@ Use them in a format string (``%(otelTraceID)s``) or a JSON formatter. Plain
 ``logging.Formatter`` handlers of the root logger (what ``logging.basicConfig``
 and the ``cbs`` command line install) can also be made to append
 ``[trace_id=... envelope_id=...]`` to lines logged inside a request.
+
+Both change process-wide ``logging`` state, so they are held by the bodies
+started with the plugin (:func:`hold`) and undone when the last of them has
+stopped (:func:`release`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.trace import get_current_span
 
-__all__ = ["ENVELOPE_ID", "IdsFormatter", "add_ids_to_text_logs", "install_record_factory"]
+from cbs.kernel import Body, StashKey
+
+__all__ = [
+    "ENVELOPE_ID",
+    "IdsFormatter",
+    "add_ids_to_text_logs",
+    "hold",
+    "install_record_factory",
+    "release",
+    "uninstall",
+]
 
 #: The envelope id of the request being sent or handled in this context.
 ENVELOPE_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
     "cbs_tracing_envelope_id", default=""
 )
 
-_installed = False
+_lock = threading.Lock()
+#: (ours, the factory it wraps) while installed
+_factory: tuple[Callable[..., logging.LogRecord], Callable[..., logging.LogRecord]] | None = None
+#: formatters wrapped by add_ids_to_text_logs: (handler, our formatter)
+_wrapped: list[tuple[logging.Handler, IdsFormatter]] = []
+_holders = 0
+_HELD: StashKey[bool] = StashKey()
 
 
 def install_record_factory() -> None:
-    """Wrap the log record factory once per process (idempotent)."""
-    global _installed
-    if _installed:
+    """Wrap the log record factory (idempotent; :func:`uninstall` undoes it)."""
+    global _factory
+    if _factory is not None:
         return
     previous = logging.getLogRecordFactory()
 
@@ -50,7 +72,7 @@ def install_record_factory() -> None:
         return record
 
     logging.setLogRecordFactory(make_record)
-    _installed = True
+    _factory = (make_record, previous)
 
 
 class IdsFormatter(logging.Formatter):
@@ -80,4 +102,46 @@ def add_ids_to_text_logs() -> None:
     ``logging.Formatter``; other formatters (JSON, colours) are left alone."""
     for handler in logging.getLogger().handlers:
         if type(handler.formatter) is logging.Formatter:
-            handler.setFormatter(IdsFormatter(handler.formatter))
+            wrapping = IdsFormatter(handler.formatter)
+            handler.setFormatter(wrapping)
+            _wrapped.append((handler, wrapping))
+
+
+def uninstall() -> None:
+    """Put back the record factory and the formatters, where nobody changed
+    them since (a factory installed on top of ours stays, and so does ours)."""
+    global _factory
+    if _factory is not None:
+        ours, previous = _factory
+        if logging.getLogRecordFactory() is ours:
+            logging.setLogRecordFactory(previous)
+            _factory = None
+    for handler, wrapping in _wrapped:
+        if handler.formatter is wrapping:
+            handler.setFormatter(wrapping.inner)
+    _wrapped.clear()
+
+
+def hold(body: Body, ids_in_text: bool) -> None:
+    """At a body's start: install the record factory (and, with
+    ``ids_in_text``, wrap plain formatters) unless already done."""
+    global _holders
+    with _lock:
+        if _HELD not in body.stash:
+            body.stash[_HELD] = True
+            _holders += 1
+        install_record_factory()
+        if ids_in_text:
+            add_ids_to_text_logs()
+
+
+def release(body: Body) -> None:
+    """When a body has stopped: undo :func:`hold` once no body holds it."""
+    global _holders
+    with _lock:
+        if _HELD not in body.stash:
+            return
+        del body.stash[_HELD]
+        _holders -= 1
+        if _holders == 0:
+            uninstall()

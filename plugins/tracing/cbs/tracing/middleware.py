@@ -1,9 +1,9 @@
 """The tracing middleware: one span per request sent (CLIENT) and per request
 handled (SERVER), named after the subject, W3C trace context in the headers.
 
-Composed once per endpoint, and so is the choice of what to do. With a
-``TracerProvider`` installed (see :mod:`cbs.tracing.otel`), spans are made and
-recorded through it. Without one, no span is made: the trace context a request
+Composed once per endpoint, and so is the choice of what to do. Given the
+tracer of the body's ``TracerProvider`` (see :mod:`cbs.tracing.otel`), spans
+are made and recorded through it. Without one, no span is made: the trace context a request
 arrives with is made current and passed on to the requests made while handling
 it, as OpenTelemetry's API alone does, for almost no cost.
 
@@ -38,7 +38,14 @@ from cbs.contracts import CbsError, Envelope
 from cbs.kernel import ClientHandler, Served, ServerHandler, Target
 from cbs.tracing.logs import ENVELOPE_ID
 
-__all__ = ["HeaderGetter", "HeaderSetter", "error_code", "traced_client", "traced_server"]
+__all__ = [
+    "HeaderGetter",
+    "HeaderSetter",
+    "error_code",
+    "traced_client",
+    "traced_server",
+    "tracer_of",
+]
 
 SCOPE = "cbs.tracing"
 VERSION = "0.1.0"
@@ -88,11 +95,10 @@ def _fail(span: Span, exc: BaseException) -> None:
         span.record_exception(exc)
 
 
-def _recording() -> trace.Tracer | None:
-    """The tracer to record spans with, or ``None`` when no ``TracerProvider``
-    is installed (then CBS only passes trace context on)."""
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, trace.ProxyTracerProvider):
+def tracer_of(provider: trace.TracerProvider | None) -> trace.Tracer | None:
+    """The tracer to record spans with, or ``None`` without a real
+    ``TracerProvider`` (then CBS only passes trace context on)."""
+    if provider is None or isinstance(provider, trace.ProxyTracerProvider):
         return None
     return provider.get_tracer(SCOPE, VERSION)
 
@@ -107,11 +113,12 @@ def _static(system: str, operation: str, subject: str, service: str, verb: str) 
     }
 
 
-def traced_client(target: Target, call_next: ClientHandler, *, system: str = "") -> ClientHandler:
-    """Client middleware: a CLIENT span around the request; its context is
-    injected into the outgoing headers."""
+def traced_client(
+    target: Target, call_next: ClientHandler, *, system: str = "", tracer: trace.Tracer | None
+) -> ClientHandler:
+    """Client middleware: a CLIENT span around the request (with ``tracer``);
+    its context is injected into the outgoing headers."""
     inject = propagate.inject
-    tracer = _recording()
     if tracer is None:
         get_current = otel_context.get_current
 
@@ -163,12 +170,14 @@ def traced_client(target: Target, call_next: ClientHandler, *, system: str = "")
     return traced
 
 
-def traced_server(served: Served, call_next: ServerHandler, *, system: str = "") -> ServerHandler:
-    """Server middleware: a SERVER span around the handling, child of the
-    context extracted from the request headers; current while the cell runs."""
+def traced_server(
+    served: Served, call_next: ServerHandler, *, system: str = "", tracer: trace.Tracer | None
+) -> ServerHandler:
+    """Server middleware: a SERVER span around the handling (with ``tracer``),
+    child of the context extracted from the request headers; current while
+    the cell runs."""
     extract = propagate.extract
     attach, detach = otel_context.attach, otel_context.detach
-    tracer = _recording()
     if tracer is None:
 
         async def passing(request: Envelope, headers: Mapping[str, str]) -> Envelope:

@@ -1,15 +1,25 @@
-"""Setting up OpenTelemetry's SDK from the standard ``OTEL_*`` variables.
+"""Choosing the ``TracerProvider`` a body records its spans with, and
+setting up OpenTelemetry's SDK from the standard ``OTEL_*`` variables.
 
-* An application (or a test) that set its own ``TracerProvider`` keeps it: CBS
-  spans go to it, and only ``CBS_TRACING_FILE`` adds an exporter to it.
-* Otherwise a ``TracerProvider`` is installed when there is somewhere to send
-  spans: ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``; a
-  comma-separated list), or, when that is unset, OTLP if
-  ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is
-  set, plus the JSON-lines file of the ``tracing_file`` option.
-* With nowhere to send spans, none is installed (and the SDK is not even
-  imported): the middleware then makes no span, but passes incoming trace
-  context on and stamps log records, for almost no cost.
+The provider belongs to the body; OpenTelemetry's global provider is never
+set, so once a body has stopped the global state is what it was before.
+
+1. One the application put in the body's stash under
+   :data:`cbs.tracing.TRACER_PROVIDER` before the start: used as it is.
+2. Else the global one, if the application installed one
+   (``trace.set_tracer_provider``): used as it is.
+3. Else, when there is somewhere to send spans (``OTEL_TRACES_EXPORTER``:
+   ``otlp``, ``console``, ``none``, a comma-separated list; when unset, OTLP
+   if ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+   is set; or the ``tracing_file`` option), one of the body's own, made when
+   it starts and flushed and shut down when it has stopped.
+4. Else none (and the SDK is not even imported): the middleware then makes no
+   span, but passes incoming trace context on and stamps log records, for
+   almost no cost.
+
+``tracing_file`` adds a JSON-lines exporter to the provider while the body
+runs; on a provider the body does not own, that exporter is switched off
+when the body stops (an SDK provider cannot drop a span processor).
 
 The rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_TRACES_SAMPLER``, ``OTEL_EXPORTER_OTLP_*``, ``OTEL_BSP_*``,
@@ -22,25 +32,34 @@ import asyncio
 import logging
 import os
 import sys
-import threading
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
+from cbs.kernel import Body, StashKey
+from cbs.tracing import TRACER_PROVIDER
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-__all__ = ["configure", "exporters_from_env", "flush", "is_recording"]
+    from cbs.tracing.export import WhileRunning
+
+__all__ = ["exporters_from_env", "provider", "start", "stop"]
 
 log = logging.getLogger("cbs.tracing")
 
 #: service.name when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES names one.
 DEFAULT_SERVICE_NAME = "cbs"
 
-_lock = threading.Lock()
-_own_provider: TracerProvider | None = None
-_files: set[str] = set()
+#: The provider the body's chains record with (``None``: pass context on only).
+_ACTIVE: StashKey[trace.TracerProvider | None] = StashKey()
+#: The provider the body made itself (shut down when it stops).
+_OWN: StashKey[SdkTracerProvider] = StashKey()
+#: The file exporter added to a provider the body does not own.
+_FILE: StashKey[WhileRunning] = StashKey()
 
 
 def _truthy(name: str) -> bool:
@@ -92,47 +111,82 @@ def _resource() -> Resource:
     return resource
 
 
-def configure(file: str | None = None) -> None:
-    """Install a ``TracerProvider`` if there is somewhere to send spans and no
-    one installed one yet; add the JSON-lines ``file`` exporter. Idempotent.
-    Imports OpenTelemetry's SDK only when there is something to set up."""
-    global _own_provider
-    with _lock:
-        if _truthy("OTEL_SDK_DISABLED"):
-            return
-        provider = trace.get_tracer_provider()
-        if isinstance(provider, trace.ProxyTracerProvider):
-            processors = exporters_from_env()
-            if not processors and not file:
-                return  # nowhere to send spans: the middleware only propagates
+def _file_processor(file: str) -> SimpleSpanProcessor:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from cbs.tracing.export import JsonLinesExporter
+
+    return SimpleSpanProcessor(JsonLinesExporter(file))
+
+
+def start(body: Body) -> None:
+    """Choose the provider of ``body`` (see the module docstring); at
+    ``cbs_body_starting``. Imports OpenTelemetry's SDK only when there is
+    something to set up."""
+    left = _forget(body)  # normally done when it stopped
+    if left is not None:
+        left.shutdown()
+    file = body.config.get("tracing_file")
+    chosen: trace.TracerProvider | None = body.stash.get(TRACER_PROVIDER, None)
+    if chosen is None:
+        chosen = trace.get_tracer_provider()
+        if isinstance(chosen, trace.ProxyTracerProvider):  # nobody installed one
+            chosen = None
+    if chosen is None:
+        processors = [] if _truthy("OTEL_SDK_DISABLED") else exporters_from_env()
+        if processors or (file and not _truthy("OTEL_SDK_DISABLED")):
             from opentelemetry.sdk.trace import TracerProvider
 
-            provider = TracerProvider(resource=_resource())
+            own = TracerProvider(resource=_resource())
             for processor in processors:
-                provider.add_span_processor(processor)
-            trace.set_tracer_provider(provider)
-            _own_provider = provider
-            log.debug("tracing: TracerProvider installed (%d exporters)", len(processors))
-        if file and file not in _files:
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+                own.add_span_processor(processor)
+            if file:
+                own.add_span_processor(_file_processor(file))
+            body.stash[_OWN] = own
+            chosen = own
+            log.debug("tracing: the body's TracerProvider (%d exporters)", len(processors))
+    elif file:
+        from opentelemetry.sdk.trace import TracerProvider
 
-            from cbs.tracing.export import JsonLinesExporter
+        if isinstance(chosen, TracerProvider):
+            from cbs.tracing.export import WhileRunning
 
-            if isinstance(provider, TracerProvider):
-                provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(file)))
-                _files.add(file)
-            else:
-                log.warning("tracing: the installed TracerProvider cannot take the file exporter")
-
-
-def is_recording() -> bool:
-    """Whether a real ``TracerProvider`` is installed (ours or the application's)."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+            switch = WhileRunning(_file_processor(file))
+            chosen.add_span_processor(switch)
+            body.stash[_FILE] = switch
+        else:
+            log.warning("tracing: the TracerProvider in use cannot take the file exporter")
+    body.stash[_ACTIVE] = chosen
 
 
-async def flush(timeout: float = 5.0) -> None:
-    """Export the spans our provider still holds (the SDK also does at exit)."""
-    provider = _own_provider
-    if provider is not None:
-        await asyncio.to_thread(provider.force_flush, int(timeout * 1000))
+def provider(body: Body) -> trace.TracerProvider | None:
+    """The provider ``body`` records its spans with while it is started."""
+    return body.stash.get(_ACTIVE, None)
+
+
+def _forget(body: Body) -> SdkTracerProvider | None:
+    """Forget the body's provider; switch its file exporter off. Returns the
+    body's own provider, still to be flushed and shut down."""
+    if _ACTIVE in body.stash:
+        del body.stash[_ACTIVE]
+    if _FILE in body.stash:
+        switch = body.stash[_FILE]
+        del body.stash[_FILE]
+        switch.shutdown()
+    own = body.stash.get(_OWN, None)
+    if own is not None:
+        del body.stash[_OWN]
+    return own
+
+
+async def stop(body: Body, timeout: float = 5.0) -> None:
+    """At ``cbs_body_stopped``: export the spans the body's own provider still
+    holds, and shut it down."""
+    own = _forget(body)
+    if own is not None:
+        await asyncio.to_thread(_shutdown, own, timeout)
+
+
+def _shutdown(own: SdkTracerProvider, timeout: float) -> None:
+    own.force_flush(int(timeout * 1000))
+    own.shutdown()

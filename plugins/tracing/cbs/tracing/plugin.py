@@ -3,10 +3,13 @@ handling, W3C trace context in message headers, trace ids in log records.
 
 Only hook implementations live here. The middleware factories import
 OpenTelemetry when a chain is composed (at start-up), never per message and
-never for ``cbs plugins``.
+never for ``cbs plugins``. The ``TracerProvider`` is the body's, chosen when
+it starts (:mod:`cbs.tracing.otel`) and forgotten when it has stopped.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from cbs.kernel import (
     Body,
@@ -20,6 +23,9 @@ from cbs.kernel import (
     Target,
     hookimpl,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 #: Middleware order: outside the other middleware, so a span covers them
 #: (and a breaker's or metrics' log lines carry the trace id).
@@ -49,11 +55,25 @@ def _system(body: Body | None) -> str:
     return bus.name if bus is not None else "cbs"
 
 
+def _tracer(body: Body | None) -> Tracer | None:
+    """The tracer of the body's provider, chosen when the body started
+    (without a body: OpenTelemetry's global provider, if one is installed)."""
+    from cbs.tracing.middleware import tracer_of
+
+    if body is not None:
+        from cbs.tracing.otel import provider
+
+        return tracer_of(provider(body))
+    from opentelemetry import trace
+
+    return tracer_of(trace.get_tracer_provider())
+
+
 def client_factory(body: Body | None = None) -> ClientMiddleware:
     def factory(target: Target, call_next: ClientHandler) -> ClientHandler:
         from cbs.tracing.middleware import traced_client
 
-        return traced_client(target, call_next, system=_system(body))
+        return traced_client(target, call_next, system=_system(body), tracer=_tracer(body))
 
     return factory
 
@@ -62,7 +82,7 @@ def server_factory(body: Body | None = None) -> ServerMiddleware:
     def factory(served: Served, call_next: ServerHandler) -> ServerHandler:
         from cbs.tracing.middleware import traced_server
 
-        return traced_server(served, call_next, system=_system(body))
+        return traced_server(served, call_next, system=_system(body), tracer=_tracer(body))
 
     return factory
 
@@ -77,14 +97,13 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
 def cbs_body_starting(body: Body) -> None:
     from cbs.tracing import logs, otel
 
-    otel.configure(body.config.get("tracing_file"))
-    logs.install_record_factory()
-    if body.config.get("tracing_log_ids"):
-        logs.add_ids_to_text_logs()
+    otel.start(body)
+    logs.hold(body, ids_in_text=bool(body.config.get("tracing_log_ids")))
 
 
 @hookimpl
 async def cbs_body_stopped(body: Body) -> None:
-    from cbs.tracing import otel
+    from cbs.tracing import logs, otel
 
-    await otel.flush()
+    logs.release(body)
+    await otel.stop(body)
