@@ -28,6 +28,9 @@ __all__ = ["BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "PluginInfo", "Selection", "l
 
 ENTRY_POINT_GROUP = "cbs"
 
+#: The distribution that ships the kernel and its built-in plugins (imports stay ``cbs.*``).
+_CORE_DISTRIBUTION = "cell-body-system"
+
 #: Built-in plugins, registered like any other (short name -> module).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("local", "cbs.kernel.local"),
@@ -112,13 +115,13 @@ def load_plugins(
     pm = pluggy.PluginManager("cbs")
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
-    core_version = _distribution_version("cbs")
+    core_version = _distribution_version(_CORE_DISTRIBUTION)
 
     for name, module_name in BUILTIN_PLUGINS:
         if name in selection.block:
             continue
         _register(pm, name, importlib.import_module(module_name))
-        infos[name] = PluginInfo(name, "cbs", core_version, module_name, True)
+        infos[name] = PluginInfo(name, _CORE_DISTRIBUTION, core_version, module_name, True)
 
     wanted = selection.allow
     if selection.autoload or wanted:
