@@ -1,1 +1,1 @@
-pytest_plugins = ["cbs.testing", "cbs_process"]
+pytest_plugins = ["cbs_process"]

@@ -52,7 +52,8 @@ class Body:
 
     ``plugins`` are registered in addition to the built-ins and the entry-point
     plugins chosen by ``selection`` (or by ``autoload`` and ``plugin_specs``,
-    ``-p``-style names).
+    ``-p``-style names). ``environ`` is where ``CBS_*`` and other option
+    variables are read (``None``: ``os.environ``; ``{}``: nowhere).
     """
 
     def __init__(
@@ -63,8 +64,12 @@ class Body:
         autoload: bool | None = None,
         plugin_specs: Iterable[str] = (),
         selection: Selection | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.selection = selection or Selection.from_specs(plugin_specs, autoload=autoload)
+        self._environ = environ  # None: os.environ
+        self.selection = selection or Selection.from_specs(
+            plugin_specs, autoload=autoload, environ=environ
+        )
         self.plugin_manager: pluggy.PluginManager
         self.plugin_manager, self.plugins = load_plugins(self.selection, plugins)
         self.stash = Stash()
@@ -76,7 +81,7 @@ class Body:
         self._each_plugin("cbs_register_transports", self.transports, transports=self.transports)
         self.cell_fields = CellFieldRegistry()
         self._each_plugin("cbs_add_cell_fields", self.cell_fields, fields=self.cell_fields)
-        self.config: Config = resolve(self.options.as_dict(), config or {})
+        self.config: Config = resolve(self.options.as_dict(), config or {}, environ)
         self.bus: Bus | None = None
         self.state = "built"
         self._cells: CellRegistry | None = None
@@ -115,7 +120,7 @@ class Body:
         Only before the cells and middleware are collected."""
         if self._cells is not None or self._middleware is not None:
             raise RuntimeError("configure() must come before cells are listed or served")
-        self.config = resolve(self.options.as_dict(), values)
+        self.config = resolve(self.options.as_dict(), values, self._environ)
         self._timeout = float(self.config.get("request_timeout") or 5.0)
 
     @property

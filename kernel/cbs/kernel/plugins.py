@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -60,10 +60,18 @@ class Selection:
     block: frozenset[str] = frozenset()
 
     @classmethod
-    def from_specs(cls, specs: Iterable[str], *, autoload: bool | None = None) -> Selection:
+    def from_specs(
+        cls,
+        specs: Iterable[str],
+        *,
+        autoload: bool | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Selection:
         """Build from ``-p``-style specs (``name`` or ``no:name``) plus the
-        ``CBS_PLUGINS`` and ``CBS_DISABLE_PLUGIN_AUTOLOAD`` environment variables."""
-        env_specs = [s.strip() for s in os.environ.get("CBS_PLUGINS", "").split(",")]
+        ``CBS_PLUGINS`` and ``CBS_DISABLE_PLUGIN_AUTOLOAD`` variables of
+        ``environ`` (``None``: ``os.environ``)."""
+        environ = os.environ if environ is None else environ
+        env_specs = [s.strip() for s in environ.get("CBS_PLUGINS", "").split(",")]
         allow: set[str] = set()
         block: set[str] = set()
         for spec in [*env_specs, *specs]:
@@ -74,7 +82,7 @@ class Selection:
             else:
                 allow.add(spec)
         if autoload is None:
-            autoload = os.environ.get("CBS_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
+            autoload = environ.get("CBS_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
         return cls(autoload, frozenset(allow) if allow or not autoload else None, frozenset(block))
 
 
