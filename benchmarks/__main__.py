@@ -398,7 +398,7 @@ def check_budget(rows: list[dict[str, Any]], startup: dict[str, float]) -> list[
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for dist in ("cbs", "cbs-nats", "nats-py", "orjson", "pluggy", "attrs"):
+    for dist in ("cell-body-system", "cbs-nats", "nats-py", "orjson", "pluggy", "attrs"):
         try:
             found[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:

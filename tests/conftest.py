@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["cbs.testing", "cbs_process"]
+pytest_plugins = ["cbs_process"]
 
 
 def _process_globals() -> tuple[Any, ...]:

@@ -90,7 +90,7 @@ def test_plugins_json_lists_builtins_and_greeter() -> None:
     result = cbs("plugins", "--json")
     assert result.returncode == 0, result.stderr
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
-    assert plugins["local"]["distribution"] == "cbs"
+    assert plugins["local"]["distribution"] == "cell-body-system"
     assert plugins["local"]["registered"]["transports"] == ["local"]
     assert plugins["greeter"]["distribution"] == "cbs-greeter"
     assert plugins["greeter"]["hooks"] == ["cbs_add_commands", "cbs_register_cells"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
 import types
 from collections.abc import Callable
@@ -117,7 +118,8 @@ async def test_option_reaches_the_middleware(
     make_body: MakeBody, example: types.ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CBS_EXAMPLE_TAG", "from-env")
-    body = make_body(example)
+    assert make_body(example).config["example_tag"] == "example"  # the kit ignores $CBS_*
+    body = make_body(example, environ=os.environ)
     await body.start()
     assert (await body.request("example", "echo", {"text": "x"}))["tag"] == "from-env"
 

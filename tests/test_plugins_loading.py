@@ -49,7 +49,7 @@ def test_no_distribution_ships_cbs_init() -> None:
     """``cbs`` is a PEP 420 namespace shared by several distributions."""
     for dist in importlib_metadata.distributions():
         name = dist.metadata["Name"] or ""
-        if not name.startswith("cbs"):
+        if not name.startswith(("cbs", "cell-body-system")):
             continue
         files = [str(f) for f in dist.files or []]
         assert "cbs/__init__.py" not in files, name
@@ -210,4 +210,4 @@ def test_readme_plugin_example_is_the_tested_plugin() -> None:
     readme = (ROOT / "README.md").read_text()
     hello = ROOT / "tests" / "plugins" / "hello"
     assert f"# cbs_hello.py\n{(hello / 'cbs_hello.py').read_text()}```" in readme
-    assert f"# setup.cfg\n{(hello / 'setup.cfg').read_text()}```" in readme
+    assert f"# pyproject.toml\n{(hello / 'pyproject.toml').read_text()}```" in readme

@@ -28,6 +28,9 @@ __all__ = ["BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "PluginInfo", "Selection", "l
 
 ENTRY_POINT_GROUP = "cbs"
 
+#: The distribution that ships the kernel and its built-in plugins (imports stay ``cbs.*``).
+_CORE_DISTRIBUTION = "cell-body-system"
+
 #: Built-in plugins, registered like any other (short name -> module).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("local", "cbs.kernel.local"),
@@ -65,8 +68,8 @@ class Selection:
         environ: Mapping[str, str] | None = None,
     ) -> Selection:
         """Build from ``-p``-style specs (``name`` or ``no:name``) plus the
-        ``CBS_PLUGINS`` and ``CBS_DISABLE_PLUGIN_AUTOLOAD`` environment variables
-        (of ``environ``, default ``os.environ``)."""
+        ``CBS_PLUGINS`` and ``CBS_DISABLE_PLUGIN_AUTOLOAD`` variables of
+        ``environ`` (``None``: ``os.environ``)."""
         environ = os.environ if environ is None else environ
         env_specs = [s.strip() for s in environ.get("CBS_PLUGINS", "").split(",")]
         allow: set[str] = set()
@@ -120,13 +123,13 @@ def load_plugins(
     pm = pluggy.PluginManager("cbs")
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
-    core_version = _distribution_version("cbs")
+    core_version = _distribution_version(_CORE_DISTRIBUTION)
 
     for name, module_name in BUILTIN_PLUGINS:
         if name in selection.block:
             continue
         _register(pm, name, importlib.import_module(module_name))
-        infos[name] = PluginInfo(name, "cbs", core_version, module_name, True)
+        infos[name] = PluginInfo(name, _CORE_DISTRIBUTION, core_version, module_name, True)
 
     wanted = selection.allow
     if selection.autoload or wanted:

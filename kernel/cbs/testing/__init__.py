@@ -1,14 +1,15 @@
-"""Testing kit for CBS plugin and cell authors: an opt-in pytest plugin.
+"""Testing kit for CBS plugin and cell authors.
 
-Enable it in a ``conftest.py``::
+Installing ``cell-body-system`` registers the kit's pytest plugin
+(:mod:`cbs.testing.pytest_plugin`, entry point ``pytest11``/``cbs``), so its
+fixtures are there in every test suite, opt-in by name, none autouse
+(``pytest -p no:cbs`` turns it off):
 
-    pytest_plugins = ["cbs.testing"]
-
-Fixtures:
-
-* ``make_body(*plugins, config=None, autoload=False)``: a body with exactly the
-  given plugins (plus the built-ins); bodies started through it are stopped at
-  teardown.
+* ``make_body(*plugins, config=None, autoload=False, environ=None)``: a body
+  with exactly the given plugins (plus the built-ins); bodies built through it
+  are stopped at teardown. It ignores the user's ``CBS_*``/``NATS_*``
+  variables unless given ``environ=os.environ`` (or a mapping of its own).
+  Needs pytest-asyncio (``pip install 'cell-body-system[testing]'``).
 * ``hook_recorder``: ``hook_recorder(body)`` starts recording every pluggy hook
   call on that body from then on (hooks that ran while the body was built are
   not seen; record those with a plugin of your own); ``.calls`` lists names.
@@ -16,21 +17,20 @@ Fixtures:
   port, stopped by pid at teardown; ``.url``, ``.pid``, ``.kill()``,
   ``.start()`` (restart on the same port and store). Needs ``cbs-nats``.
 
-Helpers usable without pytest:
+Helpers usable without pytest (this module does not import it):
 
 * :class:`CellsPlugin`: a plugin registering the cells you give it, for
   ``make_body(CellsPlugin(cell_a, cell_b))``.
 * :func:`call_cell`: one request to one cell, through the same server path as
   a bus delivery (codec, schema check, error replies), without any bus.
+* :class:`MakeBody`, :class:`HookRecorder`: the types of two fixtures, for
+  annotations.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any
-
-import pytest
-import pytest_asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from cbs.contracts import CbsError, Cell, Envelope, codec
 from cbs.kernel.body import Body
@@ -43,11 +43,9 @@ from cbs.kernel.transport import endpoint_handler
 __all__ = [
     "call_cell",
     "call_cell_envelope",
-    "HookRecorder",
-    "make_body",
-    "hook_recorder",
-    "nats_server",
     "CellsPlugin",
+    "HookRecorder",
+    "MakeBody",
 ]
 
 
@@ -127,37 +125,13 @@ class HookRecorder:
         self._undo.clear()
 
 
-@pytest.fixture
-def nats_server() -> Iterator[Any]:
-    try:
-        from cbs.nats.server import NatsServer
-    except ImportError:
-        pytest.skip("the nats_server fixture needs cbs-nats (pip install cbs-nats)")
-    server = NatsServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+class MakeBody(Protocol):
+    """The ``make_body`` fixture: ``make_body(*plugins, config=..., environ=...)``."""
 
-
-@pytest.fixture
-def hook_recorder() -> Iterator[HookRecorder]:
-    recorder = HookRecorder()
-    yield recorder
-    recorder.close()
-
-
-@pytest_asyncio.fixture
-async def make_body() -> AsyncIterator[Callable[..., Body]]:
-    bodies: list[Body] = []
-
-    def factory(
-        *plugins: Any, config: Mapping[str, Any] | None = None, autoload: bool = False
-    ) -> Body:
-        body = Body(config, plugins=plugins, autoload=autoload)
-        bodies.append(body)
-        return body
-
-    yield factory
-    for body in reversed(bodies):
-        await body.stop()
+    def __call__(
+        self,
+        *plugins: Any,
+        config: Mapping[str, Any] | None = None,
+        autoload: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> Body: ...
