@@ -14,46 +14,50 @@ if TYPE_CHECKING:
     from cbs.kernel import Body
 
 
+OPS = {
+    "set": "add fault rules to running bodies (a rule of the same name is replaced)",
+    "clear": "remove fault rules from running bodies (every rule without names)",
+    "list": "list the bodies that answer and the rules in force in each",
+    "run": "run an experiment file and write a JSON and a Markdown report",
+}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    ops = parser.add_subparsers(dest="chaos_op", metavar="OP", required=True)
-
-    def add(name: str, help: str) -> argparse.ArgumentParser:
-        sub = ops.add_parser(name, help=help, description=help)
-        sub.error = parser.error  # type: ignore[method-assign]
-        return sub
-
-    def targeting(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--instance", metavar="ID", help="only the body with this chaos id")
-        sub.add_argument(
-            "--expect",
-            type=int,
-            default=0,
-            metavar="N",
-            help="wait until N bodies answered (default: until answers stop)",
-        )
-        sub.add_argument(
-            "--wait", type=float, default=2.0, metavar="SECONDS", help="longest wait for answers"
-        )
-        sub.add_argument("--json", action="store_true", help="print the answers as JSON")
-
-    set_ = add("set", "add fault rules to running bodies (a rule of the same name is replaced)")
-    set_.add_argument("rules", metavar="FILE|YAML", help="a rules file, or rules as YAML/JSON text")
-    set_.add_argument("--replace", action="store_true", help="replace every rule in force")
-    targeting(set_)
-    clear = add("clear", "remove fault rules from running bodies (all without names)")
-    clear.add_argument("names", nargs="*", metavar="NAME")
-    targeting(clear)
-    targeting(add("list", "list the bodies that answer and the rules in force in each"))
-    run = add("run", "run an experiment file and write a JSON and a Markdown report")
-    run.add_argument("experiment", metavar="EXPERIMENT", help="the experiment file (YAML or JSON)")
-    run.add_argument(
+    # One parser (no nested subcommands), so that plugin options such as
+    # --nats-url work after the operation too.
+    parser.description = "; ".join(f"{op}: {text}" for op, text in OPS.items())
+    parser.add_argument("chaos_op", metavar="set|clear|list|run", choices=tuple(OPS))
+    parser.add_argument(
+        "chaos_args",
+        nargs="*",
+        metavar="ARG",
+        help="set: a rules file or rules as YAML/JSON text; clear: rule names; run: an"
+        " experiment file",
+    )
+    parser.add_argument("--replace", action="store_true", help="set: replace every rule in force")
+    parser.add_argument("--instance", metavar="ID", help="only the body with this chaos id")
+    parser.add_argument(
+        "--expect",
+        type=int,
+        default=0,
+        metavar="N",
+        help="wait until N bodies answered (default: until answers stop)",
+    )
+    parser.add_argument(
+        "--wait", type=float, default=2.0, metavar="SECONDS", help="longest wait for answers"
+    )
+    parser.add_argument("--json", action="store_true", help="print the answers as JSON")
+    parser.add_argument(
         "--report",
         default="chaos-report",
         metavar="PATH",
-        help="write PATH.json and PATH.md (default: chaos-report)",
+        help="run: write PATH.json and PATH.md (default: chaos-report)",
     )
-    run.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="bound of the whole run (default: 120)"
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="run: bound of the whole run (default: the experiment's, else 120)",
     )
 
 
@@ -70,31 +74,28 @@ def _summary(reply: dict[str, Any]) -> str:
 
 
 async def _control(body: Body, args: argparse.Namespace) -> int:
-    from cbs.chaos import instance
     from cbs.chaos.control import ALL, PREFIX, send
+    from cbs.chaos.plugin import LISTEN
     from cbs.chaos.rules import read_rules
 
     message: dict[str, Any] = {"op": args.chaos_op}
     if args.chaos_op == "set":
-        rules = read_rules(args.rules)  # checked here first: one line if bad
+        if len(args.chaos_args) != 1:
+            raise UsageError("cbs chaos set takes one rules file or YAML/JSON text")
+        rules = read_rules(args.chaos_args[0])  # checked here first: one line if bad
         message["rules"] = [r.to_dict() for r in rules]
         message["replace"] = args.replace
     elif args.chaos_op == "clear":
-        message["names"] = args.names
+        message["names"] = args.chaos_args
+    elif args.chaos_args:
+        raise UsageError("cbs chaos list takes no arguments")
+    body.stash[LISTEN] = False
     await body.start(serve=False)
     bus = body.bus
     assert bus is not None
     if not bus.shared:
         raise UsageError(f"cbs chaos {args.chaos_op} needs a shared bus, e.g. --nats-url URL")
-    own = instance(body)
-    replies = await send(
-        bus,
-        message,
-        instance=args.instance,
-        expect=args.expect,
-        wait=args.wait,
-        exclude=[own] if own else [],
-    )
+    replies = await send(bus, message, instance=args.instance, expect=args.expect, wait=args.wait)
     subject = PREFIX + args.instance if args.instance else ALL
     if not replies:
         print(
@@ -126,5 +127,7 @@ async def run(body: Body, args: argparse.Namespace) -> int:
     if args.chaos_op == "run":
         from cbs.chaos.runner import run_file
 
-        return await run_file(body, args.experiment, report=args.report, timeout=args.timeout)
+        if len(args.chaos_args) != 1:
+            raise UsageError("cbs chaos run takes one experiment file")
+        return await run_file(body, args.chaos_args[0], report=args.report, timeout=args.timeout)
     return await _control(body, args)

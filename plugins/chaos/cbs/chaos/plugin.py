@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 STATE: StashKey[ChaosState] = StashKey()
 RESPONDER: StashKey[Responder] = StashKey()
+#: Set to False before a body starts to keep it off the control subjects
+#: (``cbs chaos`` itself does, so that it does not answer its own messages).
+LISTEN: StashKey[bool] = StashKey()
 
 #: Client side: just inside tracing (-900), outside metrics (-800) and the
 #: resilience layers, so spans, metrics and breakers all see injected faults.
@@ -86,7 +89,7 @@ async def cbs_body_started(body: Body) -> None:
     bus = body.bus
     if bus is None or not bus.shared or STATE not in body.stash:
         return
-    if not _control_on(body.config):
+    if not body.stash.get(LISTEN, True) or not _control_on(body.config):
         return
     from cbs.chaos.control import Responder
 

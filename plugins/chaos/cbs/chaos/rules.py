@@ -245,11 +245,13 @@ def _rule(raw: Any, index: int) -> Rule:
 
 
 def parse_rules(data: Any) -> list[Rule]:
-    """Rules from a list of mappings, or a mapping with the key ``rules``
-    (``ConfigError`` if bad, names must be unique)."""
+    """Rules from a list of mappings, a mapping with the key ``rules``, or
+    one rule (``ConfigError`` if bad, names must be unique)."""
     if data is None:
         return []
-    if isinstance(data, Mapping):
+    if isinstance(data, Mapping) and "fault" in data:
+        data = [data]
+    elif isinstance(data, Mapping):
         if set(data) - {"rules"}:
             raise ConfigError("bad chaos rules: expected a list, or a mapping with only 'rules'")
         data = data.get("rules") or []
