@@ -103,6 +103,10 @@ def test_pausing_the_process_and_resuming_it(tmp_path: Path) -> None:
     assert journal["rollbacks"][0]["output"]["signal"] == "SIGCONT"
 
 
+def test_the_docs_show_the_tested_experiment() -> None:
+    assert EXAMPLE.read_text() in (ROOT / "docs" / "chaos.md").read_text()
+
+
 def test_a_bad_experiment_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("title: x\nmethod:\n  - {type: action, name: a, provider: {func: explode}}\n")
