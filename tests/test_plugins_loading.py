@@ -66,7 +66,15 @@ def test_nothing_installs_bare_kernel_or_contracts() -> None:
 
 
 def test_kernel_never_imports_first_party_plugins() -> None:
-    forbidden = {"nats", "cbs.nats", "cbs.jetstream", "cbs.tracing", "cbs.metrics", "cbs.breaker"}
+    forbidden = {
+        "nats",
+        "cbs.nats",
+        "cbs.jetstream",
+        "cbs.tracing",
+        "cbs.metrics",
+        "cbs.breaker",
+        "cbs.chaos",
+    }
     for path in (ROOT / "kernel" / "cbs" / "kernel").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
