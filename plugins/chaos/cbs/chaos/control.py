@@ -32,7 +32,7 @@ import orjson
 
 from cbs.chaos.layers import ChaosState, describe
 from cbs.chaos.rules import parse_rules
-from cbs.contracts import Bus, Subscription
+from cbs.contracts import Bus, Outcome, Subscription
 from cbs.kernel import ConfigError
 
 __all__ = ["PREFIX", "ALL", "REPLY_PREFIX", "Responder", "send"]
@@ -43,6 +43,8 @@ PREFIX = "$CBS.CHAOS."
 ALL = PREFIX + "ALL"
 REPLY_PREFIX = "_cbs.chaos.reply."
 OPS = ("set", "clear", "list")
+#: What a control handler hands back to the bus: no reply (it publishes its own).
+_NOTHING = Outcome(b"")
 
 
 class Responder:
@@ -85,18 +87,18 @@ class Responder:
     async def start(self) -> None:
         bus = self.bus
 
-        async def answer(data: bytes, headers: Mapping[str, str] | None) -> bytes:
+        async def answer(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
             try:
                 message = orjson.loads(data)
             except orjson.JSONDecodeError:
-                return b""
+                return _NOTHING
             if not isinstance(message, dict):
-                return b""
+                return _NOTHING
             reply_to = message.get("reply_to")
             reply = self.apply(message)
             if isinstance(reply_to, str) and reply_to.startswith(REPLY_PREFIX):
                 await bus.publish(reply_to, orjson.dumps(reply))
-            return b""
+            return _NOTHING
 
         queue = f"chaos_{self.instance}"  # a group of one: every body hears ALL
         for subject in (ALL, PREFIX + self.instance):
@@ -127,16 +129,16 @@ async def send(
     arrived = asyncio.Event()
     want = 1 if instance else expect
 
-    async def collect(data: bytes, headers: Mapping[str, str] | None) -> bytes:
+    async def collect(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
         try:
             reply = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return b""
+            return _NOTHING
         ident = reply.get("instance") if isinstance(reply, dict) else None
         if isinstance(ident, str) and ident not in exclude:
             replies.append(reply)
             arrived.set()
-        return b""
+        return _NOTHING
 
     sub = await bus.serve(inbox, inbox, collect, max_concurrency=16)
     try:

@@ -31,12 +31,12 @@ RESPONDER: StashKey[Responder] = StashKey()
 #: (``cbs chaos`` itself does, so that it does not answer its own messages).
 LISTEN: StashKey[bool] = StashKey()
 
-#: Client side: just inside tracing (-900), outside metrics (-800) and the
-#: resilience layers, so spans, metrics and breakers all see injected faults.
-CLIENT_ORDER = -850
-#: Server side: outermost, outside nats_stats (-1000), tracing and the
-#: deadline guard: an injected fault happens before the body handles anything.
-SERVER_ORDER = -2000
+#: Client side: phase observe, just inside tracing (0), outside metrics (10)
+#: and the resilience layers, so spans, metrics and breakers all see faults.
+CLIENT_PLACEMENT = ("observe", 5)
+#: Server side: outermost, outside nats_stats (outermost, -100), tracing and
+#: the deadline guard: an injected fault happens before the body handles anything.
+SERVER_PLACEMENT = ("outermost", -200)
 
 
 @hookimpl
@@ -80,8 +80,10 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
         cell = body.cells.find_endpoint(target.service, target.verb)
         return None if cell is None else cell.id
 
-    middleware.add_client("chaos", client_layer(state, cell_of), order=CLIENT_ORDER)
-    middleware.add_server("chaos", server_layer(state), order=SERVER_ORDER)
+    phase, order = CLIENT_PLACEMENT
+    middleware.add_client("chaos", client_layer(state, cell_of), phase=phase, order=order)
+    phase, order = SERVER_PLACEMENT
+    middleware.add_server("chaos", server_layer(state), phase=phase, order=order)
 
 
 @hookimpl
