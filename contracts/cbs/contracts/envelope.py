@@ -17,6 +17,8 @@ import attrs
 from cbs.contracts.errors import ERROR_CODES, BadRequest, CbsError
 
 __all__ = [
+    "NAME_RE",
+    "SCHEMA_RE",
     "Envelope",
     "ERROR_SCHEMA",
     "subject_for",
