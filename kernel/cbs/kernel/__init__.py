@@ -5,9 +5,10 @@ Public API for plugin and cell authors::
     from cbs.kernel import Body, Cell, hookimpl
 """
 
+from cbs.kernel.arguments import PAYLOAD_HELP, parse_target, read_payload
 from cbs.kernel.body import ANY_SCHEMA, DURABLE_SENDER, Body, DurableSender
 from cbs.kernel.cell import CATEGORIES, Cell
-from cbs.kernel.config import Config, Option
+from cbs.kernel.config import Config, Option, number
 from cbs.kernel.errors import ConfigError, PluginError, UsageError
 from cbs.kernel.middleware import (
     ClientHandler,
@@ -49,6 +50,7 @@ __all__ = [
     "MiddlewareRegistry",
     "Option",
     "OptionRegistry",
+    "PAYLOAD_HELP",
     "PluginError",
     "PluginInfo",
     "Request",
@@ -62,4 +64,7 @@ __all__ = [
     "UsageError",
     "current_request",
     "hookimpl",
+    "number",
+    "parse_target",
+    "read_payload",
 ]
