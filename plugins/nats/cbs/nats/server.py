@@ -103,6 +103,7 @@ class NatsServer:
         if self.process is not None:
             return self
         binary = find_binary()
+        self._check_port_free()
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="cbs-nats-"))
         if self.store is None:
@@ -118,6 +119,17 @@ class NatsServer:
             )
         self._wait_ready()
         return self
+
+    def _check_port_free(self) -> None:
+        """Refuse a port another server listens on: its INFO would look like ours."""
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nats-server does
+            try:
+                sock.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise Unavailable(
+                    f"cannot start nats-server on 127.0.0.1:{self.port}: {exc.strerror or exc}"
+                ) from None
 
     def _wait_ready(self) -> None:
         assert self.process is not None

@@ -27,9 +27,13 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
+from cbs.kernel import ConfigError
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    from cbs.tracing.export import JsonLinesExporter
 
 __all__ = ["configure", "exporters_from_env", "flush", "is_recording"]
 
@@ -92,6 +96,19 @@ def _resource() -> Resource:
     return resource
 
 
+def _file_exporter(file: str) -> JsonLinesExporter:
+    """The ``tracing_file`` exporter, its file open: before anything is installed,
+    so a path that cannot be written stops start-up with one line."""
+    from cbs.tracing.export import JsonLinesExporter
+
+    try:
+        return JsonLinesExporter(file)
+    except OSError as exc:
+        raise ConfigError(
+            f"bad tracing_file: cannot write spans to {file} ({exc.strerror or exc})"
+        ) from None
+
+
 def configure(file: str | None = None) -> None:
     """Install a ``TracerProvider`` if there is somewhere to send spans and no
     one installed one yet; add the JSON-lines ``file`` exporter. Idempotent.
@@ -100,6 +117,7 @@ def configure(file: str | None = None) -> None:
     with _lock:
         if _truthy("OTEL_SDK_DISABLED"):
             return
+        exporter = _file_exporter(file) if file and file not in _files else None
         provider = trace.get_tracer_provider()
         if isinstance(provider, trace.ProxyTracerProvider):
             processors = exporters_from_env()
@@ -113,16 +131,15 @@ def configure(file: str | None = None) -> None:
             trace.set_tracer_provider(provider)
             _own_provider = provider
             log.debug("tracing: TracerProvider installed (%d exporters)", len(processors))
-        if file and file not in _files:
+        if exporter is not None and file is not None:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-            from cbs.tracing.export import JsonLinesExporter
-
             if isinstance(provider, TracerProvider):
-                provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(file)))
+                provider.add_span_processor(SimpleSpanProcessor(exporter))
                 _files.add(file)
             else:
+                exporter.shutdown()
                 log.warning("tracing: the installed TracerProvider cannot take the file exporter")
 
 
