@@ -18,7 +18,7 @@ from typing import Any
 import importlib_metadata
 import nats
 import pytest
-from cbs_process import run_cbs
+from cbs_process import CBS_EXECUTABLE, run_cbs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -319,3 +319,17 @@ def test_cbs_server_on_a_port_in_use_fails_instead_of_reporting_the_other_server
         " Address already in use"
     )
     assert result.stdout == ""
+
+
+def test_a_reader_that_went_away_is_not_reported() -> None:
+    """``cbs plugins | head -1``: stdout's reader closes; no traceback, no line."""
+    read, write = os.pipe()
+    os.close(read)  # before cbs starts: its first write fails, every time
+    try:
+        done = subprocess.run(
+            [CBS_EXECUTABLE, "plugins"], stdout=write, stderr=subprocess.PIPE, env=ENV, timeout=60
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert done.stderr == b""

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -157,7 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = command.item.run(body, args)
         if inspect.isawaitable(result):
             result = asyncio.run(_run_async(body, result))
+        sys.stdout.flush()  # here, so a closed pipe is handled below, not at exit
         return int(result or 0)
+    except BrokenPipeError:
+        # The reader went away (cbs plugins | head -1): nothing to report, and
+        # nothing more to write (Python's own flush at exit would fail again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except UsageError as exc:
         if pre.debug:
             raise
