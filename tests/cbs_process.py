@@ -4,15 +4,36 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "cbs.kernel.cli"]
+
+def _executable() -> str:
+    beside = Path(sys.executable).with_name("cbs")
+    found = str(beside) if beside.is_file() else shutil.which("cbs")
+    assert found, "no cbs executable: pip install -e . (or -r requirements-dev.txt)"
+    return found
+
+
+#: The ``cbs`` console script of this environment, run as a user runs it.
+CBS_EXECUTABLE = _executable()
+CLI = [CBS_EXECUTABLE]
+
+
+def run_cbs(
+    *args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``cbs ARGS...`` to the end: exit code, stdout and stderr as text."""
+    return subprocess.run(
+        [*CLI, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def alive(pid: int) -> bool:

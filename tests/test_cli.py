@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
+from cbs_process import CLI, run_cbs
 
 # Only the plugins of this repository: a developer's other installed plugins
 # must not change what these tests see.
@@ -19,14 +19,7 @@ ENV.pop("CBS_DISABLE_PLUGIN_AUTOLOAD", None)
 
 
 def cbs(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "cbs.kernel.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env or ENV,
-    )
+    return run_cbs(*args, stdin=stdin, env=env or ENV)
 
 
 def test_demo_prints_exactly_the_greeting() -> None:
@@ -126,7 +119,7 @@ def test_block_list_and_disabled_autoload() -> None:
 
 def test_run_serves_until_sigterm_then_exits_zero() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cbs.kernel.cli", "run"],
+        [*CLI, "run"],
         env=ENV,
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -154,7 +147,7 @@ def test_demo_asks_on_a_terminal() -> None:
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: cbs demo on a pseudo-terminal
-        os.execvpe(sys.executable, [sys.executable, "-m", "cbs.kernel.cli", "-q", "demo"], ENV)
+        os.execve(CLI[0], [*CLI, "-q", "demo"], ENV)
     screen = b""
     answered = False
     deadline = time.monotonic() + 30

@@ -7,6 +7,7 @@ Public API for plugin and cell authors::
 Transport authors also use ``cbs.kernel.transport`` (the transport kit).
 """
 
+from cbs.kernel.arguments import PAYLOAD_HELP, parse_target, read_payload
 from cbs.kernel.body import ANY_SCHEMA, Body
 from cbs.kernel.capabilities import (
     Capabilities,
@@ -16,7 +17,7 @@ from cbs.kernel.capabilities import (
     TransportState,
 )
 from cbs.kernel.cell import CATEGORIES, Cell
-from cbs.kernel.config import Config, Option
+from cbs.kernel.config import Config, Option, number
 from cbs.kernel.errors import ConfigError, PluginError, UsageError
 from cbs.kernel.middleware import (
     PHASES,
@@ -66,6 +67,7 @@ __all__ = [
     "Option",
     "OptionRegistry",
     "PHASES",
+    "PAYLOAD_HELP",
     "PluginError",
     "PluginInfo",
     "Request",
@@ -80,4 +82,7 @@ __all__ = [
     "UsageError",
     "current_request",
     "hookimpl",
+    "number",
+    "parse_target",
+    "read_payload",
 ]

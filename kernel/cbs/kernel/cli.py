@@ -2,6 +2,7 @@
 
 Every user error is one line on stderr and a non-zero exit (2 for usage, 1 for
 an error reply or failure); ``--debug`` shows the traceback instead.
+``python -m cbs`` (``cbs/__main__.py``) runs the same :func:`main`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import asyncio
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -17,7 +19,38 @@ from typing import Any, NoReturn
 from cbs.contracts import CbsError
 from cbs.kernel.errors import UsageError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main", "version_line"]
+
+
+def version_line() -> str:
+    """What ``cbs --version`` prints: ``cbs 0.2.0 (cell-body-system)``."""
+    from cbs.kernel.plugins import core_distribution
+
+    found = core_distribution()
+    return "cbs unknown (not installed)" if found is None else f"cbs {found[1]} ({found[0]})"
+
+
+class _Version(argparse.Action):
+    """``--version``, looked up only when given."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print(version_line())
+        parser.exit(0)
+
+
+def _asks_version(argv: Sequence[str]) -> bool:
+    """``--version`` among the options before the command: answered before any
+    plugin loads, so it works even when one is broken. (Elsewhere, e.g. after
+    ``-p NAME``, the full parser answers it.)"""
+    for arg in argv:
+        if arg == "--version":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,8 +96,10 @@ def _pre_parse(argv: Sequence[str]) -> argparse.Namespace:
     return known
 
 
-def _build_parser(body: Any) -> argparse.ArgumentParser:
+def build_parser(body: Any) -> argparse.ArgumentParser:
+    """The ``cbs`` parser with the commands and options of ``body``'s plugins."""
     parser = _Parser(prog="cbs", description="CBS: cells on a message bus, run by a body.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     _add_global(parser, suppress=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for entry in body.commands:
@@ -96,6 +131,9 @@ async def _run_async(body: Any, awaitable: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if _asks_version(argv):
+        print(version_line())
+        return 0
     pre = _pre_parse(argv)
     logging.basicConfig(
         stream=sys.stderr,
@@ -109,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plugin_specs=pre.plugin_specs,
             autoload=False if pre.disable_plugin_autoload else None,
         )
-        parser = _build_parser(body)
+        parser = build_parser(body)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help(sys.stderr)
@@ -120,7 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = command.item.run(body, args)
         if inspect.isawaitable(result):
             result = asyncio.run(_run_async(body, result))
+        sys.stdout.flush()  # here, so a closed pipe is handled below, not at exit
         return int(result or 0)
+    except BrokenPipeError:
+        # The reader went away (cbs plugins | head -1): nothing to report, and
+        # nothing more to write (Python's own flush at exit would fail again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except UsageError as exc:
         if pre.debug:
             raise

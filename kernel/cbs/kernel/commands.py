@@ -1,6 +1,6 @@
 """Built-in plugin ``core``: the core options and the built-in ``cbs`` commands
-(``run``, ``call``, ``plugins``, ``cells``). Plugins add the others (the
-greeter plugin adds ``demo``)."""
+(``run``, ``call``, ``plugins``, ``cells``, ``completion``). Plugins add the
+others (the greeter plugin adds ``demo``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from cbs.contracts import parse_subject
+from cbs.kernel.arguments import PAYLOAD_HELP, parse_target, read_payload
 from cbs.kernel.capabilities import Directory
-from cbs.kernel.errors import UsageError
+from cbs.kernel.config import number
 from cbs.kernel.plugins import hookimpl
 from cbs.kernel.registries import CellField, CommandRegistry, OptionRegistry, Registered
 
@@ -34,7 +34,7 @@ def cbs_add_options(options: OptionRegistry) -> None:
         "request_timeout",
         help="default request timeout in seconds (default: 5)",
         default=5.0,
-        type=float,
+        type=number(float, above=0),
         env="CBS_REQUEST_TIMEOUT",
         metavar="SECONDS",
     )
@@ -42,7 +42,7 @@ def cbs_add_options(options: OptionRegistry) -> None:
         "drain_timeout",
         help="how long a stopping body waits for in-flight requests (default: 10)",
         default=10.0,
-        type=float,
+        type=number(float, at_least=0),
         env="CBS_DRAIN_TIMEOUT",
         metavar="SECONDS",
     )
@@ -84,27 +84,17 @@ async def _run(body: Body, args: argparse.Namespace) -> int:
 def _configure_call(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="SERVICE.VERB", help="e.g. greeter.say_hello")
     parser.add_argument(
-        "payload",
-        nargs="?",
-        default="{}",
-        metavar="JSON",
-        help="request payload, a JSON object (default: {})",
+        "payload", nargs="?", default="{}", metavar="PAYLOAD", help=PAYLOAD_HELP + " (default: {})"
     )
     parser.add_argument("--schema", help="request schema (default: the cell's, if installed)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="reply deadline")
+    parser.add_argument(
+        "--timeout", type=number(float, above=0), metavar="SECONDS", help="reply deadline"
+    )
 
 
 async def _call(body: Body, args: argparse.Namespace) -> int:
-    service, _, verb = args.target.partition(".")
-    if not verb:
-        raise UsageError(f"target must be SERVICE.VERB, not {args.target!r}")
-    parse_subject(f"cbs.{service}.{verb}")
-    try:
-        payload = json.loads(args.payload)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"payload is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise UsageError("payload must be a JSON object")
+    service, verb = parse_target(args.target)
+    payload = read_payload(args.payload)
     await body.start(serve=False)
     try:
         assert body.bus is not None
@@ -259,6 +249,44 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
+# -- cbs completion ------------------------------------------------------------------------
+
+#: The shells ``cbs completion`` writes scripts for (those shtab supports).
+SHELLS = ("bash", "zsh", "tcsh")
+
+#: Arguments whose values are paths, by metavar: completed as file names.
+_FILE_METAVARS = frozenset({"PATH", "FILE", "FILE|JSON"})
+
+
+def _configure_completion(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=SHELLS, help="the shell to write the script for")
+
+
+def completion_script(body: Body, shell: str) -> str:
+    """The ``cbs completion SHELL`` script, made by shtab from the parser of
+    ``body`` (so it knows every plugin's commands and options)."""
+    import shtab
+
+    from cbs.kernel.cli import build_parser
+
+    parser = build_parser(body)
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.extend(action.choices.values())
+    for sub in parsers:
+        for action in sub._actions:
+            if action.metavar in _FILE_METAVARS:
+                action.complete = shtab.FILE  # type: ignore[attr-defined]
+    script: str = shtab.complete(parser, shell=shell)
+    return script
+
+
+def _completion(body: Body, args: argparse.Namespace) -> int:
+    sys.stdout.write(completion_script(body, args.shell))
+    return 0
+
+
 @hookimpl
 def cbs_add_commands(commands: CommandRegistry) -> None:
     commands.add(
@@ -281,4 +309,10 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
         help="list installed cells, or those served on a shared bus (e.g. --nats-url)",
         run=_cells,
         configure=_configure_json,
+    )
+    commands.add(
+        "completion",
+        help="print a shell completion script for bash, zsh or tcsh",
+        run=_completion,
+        configure=_configure_completion,
     )

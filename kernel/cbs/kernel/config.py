@@ -6,15 +6,18 @@ A value comes from, first to last: what the caller passed (CLI flag or the
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from cbs.kernel.errors import ConfigError
 
-__all__ = ["Option", "Config", "resolve"]
+__all__ = ["Option", "Config", "number", "resolve"]
+
+N = TypeVar("N", int, float)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -27,6 +30,41 @@ def _to_bool(text: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}")
+
+
+class _BadNumber(ValueError, argparse.ArgumentTypeError):
+    """Both: ``Option.convert`` and argparse each show the message as is."""
+
+
+def number(
+    kind: Callable[[str], N],
+    *,
+    above: N | None = None,
+    at_least: N | None = None,
+    at_most: N | None = None,
+) -> Callable[[str], N]:
+    """A converter from text to ``kind`` (``int`` or ``float``) within bounds, for
+    an option's ``type`` or an argparse ``type``: ``number(float, above=0)`` for a
+    timeout, ``number(int, at_least=0, at_most=65535)`` for a port."""
+    whole = kind is int
+
+    def convert(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise _BadNumber("not a whole number" if whole else "not a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _BadNumber("not a finite number")
+        if above is not None and not value > above:
+            raise _BadNumber(f"must be > {above}")
+        if at_least is not None and value < at_least:
+            raise _BadNumber(f"must be >= {at_least}")
+        if at_most is not None and value > at_most:
+            raise _BadNumber(f"must be <= {at_most}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
 
 
 @attrs.frozen

@@ -24,7 +24,15 @@ import pluggy
 from cbs.kernel import hookspecs
 from cbs.kernel.errors import PluginError
 
-__all__ = ["BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "PluginInfo", "Selection", "load_plugins"]
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "CORE_DISTRIBUTIONS",
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "Selection",
+    "core_distribution",
+    "load_plugins",
+]
 
 ENTRY_POINT_GROUP = "cbs"
 
@@ -36,6 +44,10 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("local", "cbs.kernel.local"),
     ("core", "cbs.kernel.commands"),
 )
+
+#: Names of the core distribution (kernel, contracts, testing kit), newest first:
+#: it is being renamed from ``cbs``.
+CORE_DISTRIBUTIONS = ("cell-body-system",)
 
 hookimpl = pluggy.HookimplMarker("cbs")
 
@@ -86,13 +98,17 @@ class Selection:
         return cls(autoload, frozenset(allow) if allow or not autoload else None, frozenset(block))
 
 
-def _distribution_version(name: str) -> str:
+def core_distribution() -> tuple[str, str] | None:
+    """``(name, version)`` of the installed core distribution (the first of
+    :data:`CORE_DISTRIBUTIONS` found), or ``None`` when running uninstalled."""
     import importlib_metadata
 
-    try:
-        return importlib_metadata.version(name)
-    except importlib_metadata.PackageNotFoundError:
-        return "unknown"
+    for name in CORE_DISTRIBUTIONS:
+        try:
+            return name, importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _check_markers(name: str, plugin: Any) -> None:
@@ -123,13 +139,13 @@ def load_plugins(
     pm = pluggy.PluginManager("cbs")
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
-    core_version = _distribution_version(_CORE_DISTRIBUTION)
+    core_name, core_version = core_distribution() or (CORE_DISTRIBUTIONS[-1], "unknown")
 
     for name, module_name in BUILTIN_PLUGINS:
         if name in selection.block:
             continue
         _register(pm, name, importlib.import_module(module_name))
-        infos[name] = PluginInfo(name, _CORE_DISTRIBUTION, core_version, module_name, True)
+        infos[name] = PluginInfo(name, core_name, core_version, module_name, True)
 
     wanted = selection.allow
     if selection.autoload or wanted:

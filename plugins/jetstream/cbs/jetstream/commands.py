@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from cbs.jetstream.settings import parse_time
-from cbs.kernel import Body, UsageError
+from cbs.kernel import PAYLOAD_HELP, Body, UsageError, number, parse_target, read_payload
 
 if TYPE_CHECKING:
     from cbs.jetstream.runtime import JetStreamRuntime
@@ -42,11 +42,8 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _seq(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("sequences start at 1")
-    return value
+#: Stream sequences start at 1.
+_seq = number(int, at_least=1)
 
 
 def _time(text: str) -> Any:
@@ -62,7 +59,7 @@ def _time(text: str) -> Any:
 def configure_send(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="SERVICE.VERB", help="e.g. printer.write")
     parser.add_argument(
-        "payload", nargs="?", default="{}", metavar="JSON", help="request payload (default: {})"
+        "payload", nargs="?", default="{}", metavar="PAYLOAD", help=PAYLOAD_HELP + " (default: {})"
     )
     parser.add_argument("--schema", help="request schema (default: the cell's, if installed)")
     parser.add_argument(
@@ -71,15 +68,8 @@ def configure_send(parser: argparse.ArgumentParser) -> None:
 
 
 async def run_send(body: Body, args: argparse.Namespace) -> int:
-    service, _, verb = args.target.partition(".")
-    if not verb:
-        raise UsageError(f"target must be SERVICE.VERB, not {args.target!r}")
-    try:
-        payload = json.loads(args.payload)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"payload is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise UsageError("payload must be a JSON object")
+    service, verb = parse_target(args.target)
+    payload = read_payload(args.payload)
     await _connect(body, "send")
     print(await body.send(service, verb, payload, schema=args.schema, id=args.id))
     return 0

@@ -20,6 +20,7 @@ from cbs.kernel import (
     OptionRegistry,
     StashKey,
     hookimpl,
+    number,
 )
 from cbs.metrics import METRICS_REGISTRY
 
@@ -45,7 +46,7 @@ def cbs_add_options(options: OptionRegistry) -> None:
         "metrics_port",
         help="serve /metrics, /healthz, /readyz and a status page on this port (0: any free"
         " port; default: off)",
-        type=int,
+        type=number(int, at_least=0, at_most=65535),
         env="CBS_METRICS_PORT",
         metavar="PORT",
     )

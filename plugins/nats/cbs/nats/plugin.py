@@ -21,6 +21,7 @@ from cbs.kernel import (
     StashKey,
     TransportRegistry,
     hookimpl,
+    number,
 )
 from cbs.nats.capability import NatsConnection
 
@@ -45,7 +46,7 @@ def cbs_add_options(options: OptionRegistry) -> None:
         "nats_connect_timeout",
         help="seconds to wait for the first NATS connection (default: 5)",
         default=5.0,
-        type=float,
+        type=number(float, above=0),
         env="CBS_NATS_CONNECT_TIMEOUT",
         metavar="SECONDS",
     )
@@ -139,7 +140,12 @@ def cbs_body_stopped(body: Body) -> None:
 
 
 def _configure_server(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=4222, help="port on 127.0.0.1 (4222)")
+    parser.add_argument(
+        "--port",
+        type=number(int, at_least=1, at_most=65535),
+        default=4222,
+        help="port on 127.0.0.1 (4222)",
+    )
     parser.add_argument("--store", help="JetStream store folder (default: a temporary one)")
 
 

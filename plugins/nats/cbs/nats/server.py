@@ -269,6 +269,17 @@ class NatsServer:
             )
         _write_owner(self._workdir, self.process.pid)
 
+    def _check_port_free(self) -> None:
+        """Refuse a port another server listens on: its INFO would look like ours."""
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nats-server does
+            try:
+                sock.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise Unavailable(
+                    f"cannot start nats-server on 127.0.0.1:{self.port}: {exc.strerror or exc}"
+                ) from None
+
     def _wait_ready(self) -> None:
         assert self.process is not None
         deadline = time.monotonic() + self.ready_timeout

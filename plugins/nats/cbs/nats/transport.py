@@ -39,7 +39,7 @@ from cbs.nats.server import NatsServer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-__all__ = ["NatsBus", "NatsSubscription", "split_urls"]
+__all__ = ["NatsBus", "NatsSubscription", "masked_url", "split_urls"]
 
 log = logging.getLogger("cbs.nats")
 
@@ -50,6 +50,17 @@ _GONE = (
     nats.errors.OutboundBufferLimitError,
     nats.errors.StaleConnectionError,
 )
+
+
+def masked_url(url: str) -> str:
+    """``nats://user:secret@host`` -> ``nats://user:***@host``; a token
+    (``nats://secret@host``) becomes ``***``. For logs and error messages."""
+    scheme, sep, rest = url.rpartition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user + ':***' if colon else '***'}@{host}"
 
 
 def split_urls(urls: str) -> list[str]:
@@ -153,7 +164,8 @@ class NatsBus(TransportState):
 
     @property
     def url(self) -> str:
-        return ",".join(self.urls)
+        """The server URLs, for messages: passwords and tokens masked."""
+        return ",".join(map(masked_url, self.urls))
 
     @property
     def connected(self) -> bool:

@@ -22,12 +22,15 @@ log = logging.getLogger("cbs.tracing")
 class JsonLinesExporter(SpanExporter):
     """Appends each span to a file as one line of OpenTelemetry's JSON form
     (``ReadableSpan.to_json``). For debugging and tests, with a
-    ``SimpleSpanProcessor``: a span is on disk once it has ended."""
+    ``SimpleSpanProcessor``: a span is on disk once it has ended.
+
+    The file is opened (for appending) here, so a path that cannot be written
+    raises ``OSError`` at set-up, not at the first span."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._out: IO[str] | None = None
+        self._out: IO[str] | None = self.path.open("a", encoding="utf-8")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = "".join(span.to_json(indent=None) + "\n" for span in spans)
@@ -37,8 +40,13 @@ class JsonLinesExporter(SpanExporter):
                     self._out = self.path.open("a", encoding="utf-8")
                 self._out.write(lines)
                 self._out.flush()
-        except OSError:
-            log.exception("cannot write spans to %s", self.path)
+        except OSError as exc:
+            log.error(
+                "cannot write spans to %s: %s",
+                self.path,
+                exc.strerror or exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 

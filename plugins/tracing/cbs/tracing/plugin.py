@@ -15,6 +15,8 @@ from cbs.kernel import (
     Body,
     ClientHandler,
     ClientMiddleware,
+    Config,
+    ConfigError,
     MiddlewareRegistry,
     OptionRegistry,
     Served,
@@ -47,6 +49,20 @@ def cbs_add_options(options: OptionRegistry) -> None:
         type=bool,
         env="CBS_TRACING_LOG_IDS",
     )
+
+
+@hookimpl
+def cbs_configured(config: Config, body: Body) -> None:
+    # A span file that cannot be written is one line now, not a traceback later.
+    path = config.get("tracing_file")
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"bad tracing_file: cannot write spans to {path} ({exc.strerror})"
+            ) from None
 
 
 def _system(body: Body | None) -> str:
