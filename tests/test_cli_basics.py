@@ -207,7 +207,7 @@ def test_bash_completion_knows_every_command_and_is_valid_bash(tmp_path: Path) -
     names = commands()
     assert {"call", "completion", "send", "replay", "dlq", "server"} <= set(names)
     subcommands = re.search(r"^_shtab_cbs_subparsers=\((.*)\)$", result.stdout, re.M)
-    assert subcommands and subcommands[1].split() == names
+    assert subcommands and sorted(subcommands[1].split()) == sorted(names)
     assert subprocess.run(["bash", "-n", str(script)], timeout=30).returncode == 0
     # Ask the script as bash would on <Tab>: a command, then a choice, then an option.
     asks = [
@@ -314,10 +314,7 @@ def test_cbs_server_on_a_port_in_use_fails_instead_of_reporting_the_other_server
 ) -> None:
     result = cbs("server", "--port", str(nats_server.port))
     line = one_line_failure(result, 1)
-    assert line == (
-        f"Unavailable: cannot start nats-server on 127.0.0.1:{nats_server.port}:"
-        " Address already in use"
-    )
+    assert line == f"Unavailable: port {nats_server.port} on 127.0.0.1 is already in use"
     assert result.stdout == ""
 
 
