@@ -28,6 +28,7 @@ from cbs.jetstream import plugin as jetstream_plugin
 from cbs.jetstream import store
 from cbs.jetstream.plugin import RUNTIME
 from cbs.kernel import Cell, TransportState
+from cbs.metrics import plugin as metrics_plugin
 from cbs.nats import plugin as nats_plugin
 from cbs.testing import CellsPlugin
 
@@ -50,6 +51,7 @@ async def test_forged_replies_with_a_wrong_id_are_dropped(make_body: Any, nats_s
     caller = make_body(
         nats_plugin,
         breaker_plugin,
+        metrics_plugin,
         CellsPlugin(slow_cell()),
         config={**config, "breaker_config": json.dumps({"slow": {"failure_threshold": 2}})},
     )
@@ -83,7 +85,11 @@ async def test_forged_replies_with_a_wrong_id_are_dropped(make_body: Any, nats_s
     assert [r["n"] for r in replies] == list(range(40))
     assert forged == 160
     state = caller.capabilities.require(TransportState, needed_by="this test")
+    import cbs.metrics
+
     assert state.wrong_replies >= 160  # late real replies are never counted as accepted twice
+    exported = cbs.metrics.registry(caller).get_sample_value("cbs_client_wrong_replies_total")
+    assert exported == state.wrong_replies
     import cbs.breaker
 
     assert cbs.breaker.states(caller) == {("slow", "work"): "closed"}

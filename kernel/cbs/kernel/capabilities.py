@@ -56,6 +56,11 @@ class TransportState(Capability):
         """Replies dropped because they answered no request waiting for them."""
         return 0
 
+    @property
+    def malformed_messages(self) -> int:
+        """Inbound messages dropped because they could not be parsed."""
+        return 0
+
 
 class Directory(Capability):
     """Who serves what on a shared bus (for ``cbs cells`` and ``cbs call``)."""

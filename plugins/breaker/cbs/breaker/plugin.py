@@ -31,9 +31,11 @@ if TYPE_CHECKING:
 
     from cbs.breaker.gauge import BreakerCollector
     from cbs.breaker.report import BreakerTable, Responder
+    from cbs.breaker.settings import Settings
 
 TABLE: StashKey[BreakerTable] = StashKey()
 RESPONDER: StashKey[Responder] = StashKey()
+SETTINGS: StashKey[Settings] = StashKey()
 GAUGE: StashKey[tuple[CollectorRegistry, BreakerCollector]] = StashKey()
 
 #: Where each layer sits among the client middleware: (phase, order). The
@@ -85,12 +87,18 @@ def _idempotent(target: Target, declared: bool | None) -> bool:
 
 
 @hookimpl
+def cbs_configured(config: Config, body: Body) -> None:
+    from cbs.breaker.settings import load_settings
+
+    body.stash[SETTINGS] = load_settings(config.get("breaker_config"))  # ConfigError if bad
+
+
+@hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
     from cbs.breaker import layers
     from cbs.breaker.report import BreakerTable
-    from cbs.breaker.settings import load_settings
 
-    settings = load_settings(config.get("breaker_config"))  # ConfigError if bad
+    settings = body.stash[SETTINGS]
     table = body.stash.setdefault(TABLE, BreakerTable())
     hook = body.plugin_manager.hook
 

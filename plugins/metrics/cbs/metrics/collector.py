@@ -11,7 +11,7 @@ process count apart, and a stopped body's series are gone. The body's
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from cbs.kernel import TransportState
 from cbs.metrics.stats import BUCKETS, BodyStats, EndpointStats
 
 __all__ = ["CbsCollector", "Exposed"]
@@ -69,6 +70,25 @@ def _families(side: str, labels: list[str], endpoints: Iterable[EndpointStats]) 
     return [requests, errors, latency, in_flight]
 
 
+def _transport(state: TransportState | None) -> Iterator[Metric]:
+    wrong = CounterMetricFamily(
+        "cbs_client_wrong_replies",
+        "Replies dropped because they answered no request waiting for them"
+        " (another id, forged or malformed, or late)",
+        labels=[],
+    )
+    malformed = CounterMetricFamily(
+        "cbs_transport_malformed_messages",
+        "Inbound messages the transport dropped because it could not parse them",
+        labels=[],
+    )
+    if state is not None:
+        wrong.add_metric([], state.wrong_replies)
+        malformed.add_metric([], state.malformed_messages)
+    yield wrong
+    yield malformed
+
+
 def _build(stats: BodyStats | None) -> Iterator[Metric]:
     client = list(stats.client.values()) if stats is not None else []
     server = list(stats.server.values()) if stats is not None else []
@@ -90,17 +110,23 @@ def _build(stats: BodyStats | None) -> Iterator[Metric]:
 
 
 class CbsCollector(Collector):
-    """Reads the counters of one body."""
+    """Reads the counters of one body, and of its transport (the
+    :class:`~cbs.kernel.TransportState` capability, read when scraped)."""
 
-    def __init__(self, stats: BodyStats) -> None:
+    def __init__(
+        self, stats: BodyStats, transport: Callable[[], TransportState | None] = lambda: None
+    ) -> None:
         self.stats = stats
+        self.transport = transport
 
     def collect(self) -> Iterator[Metric]:
-        return _build(self.stats)
+        yield from _build(self.stats)
+        yield from _transport(self.transport())
 
     def describe(self) -> Iterator[Metric]:
         # The names, without samples, so that the registry refuses a clash.
-        return _build(None)
+        yield from _build(None)
+        yield from _transport(None)
 
 
 class _Restricted(Collector):

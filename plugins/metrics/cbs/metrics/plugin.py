@@ -19,6 +19,7 @@ from cbs.kernel import (
     MiddlewareRegistry,
     OptionRegistry,
     StashKey,
+    TransportState,
     hookimpl,
     number,
 )
@@ -99,7 +100,7 @@ async def cbs_body_starting(body: Body) -> None:
     stats = body_stats(body)
     registry = body.stash.setdefault(METRICS_REGISTRY, CollectorRegistry())
     _forget(body)  # normally done when it stopped
-    collector = CbsCollector(stats)
+    collector = CbsCollector(stats, lambda: body.capabilities.get(TransportState))
     registry.register(collector)
     body.stash[COLLECTOR] = collector
     health = body.stash.setdefault(HEALTH, Health())
