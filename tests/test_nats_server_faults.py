@@ -193,6 +193,7 @@ def test_cbs_server_takes_its_nats_server_along(
     pid = int(proc.wait_for(r"ready at \S+ \(pid (\d+)\)", stdout=True).group(1))
     [folder] = tmp_path.glob("cbs-nats-*")
     proc.popen.send_signal(how)
+    proc.popen.wait(timeout=30)  # one signal only: stop() would send a second SIGTERM
     code, _, err = proc.stop()
     assert wait_gone(pid), f"nats-server {pid} outlived cbs server"
     if how == signal.SIGTERM:
