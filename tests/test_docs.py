@@ -4,15 +4,14 @@ implements every hook and is itself tested."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import re
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from example_kit import load_example
 
 from cbs.kernel import hookspecs
 
@@ -62,14 +61,6 @@ def signature_line(name: str) -> str:
     sig = inspect.signature(HOOKS[name])
     params = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())
     return f"def {name}({params}) -> {sig.return_annotation}"
-
-
-def load_example() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("example_plugin", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 DOC_SECTIONS = doc_sections(WRITING_PLUGINS.read_text(encoding="utf-8"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from example_kit import load_example
 
 from cbs.contracts import BadRequest
 from cbs.kernel import Body, CellFieldRegistry, PluginError, hookimpl, hookspecs
@@ -30,15 +30,6 @@ ECHO_CELL = "example_echo"
 BUILD_HOOKS = 6
 
 MakeBody = Callable[..., Body]
-
-
-def load_example() -> types.ModuleType:
-    """A fresh copy of the example module (test bodies do not share its objects)."""
-    spec = importlib.util.spec_from_file_location("example_plugin", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

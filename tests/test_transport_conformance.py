@@ -4,24 +4,15 @@ third-party transport (built on the public transport kit)."""
 
 from __future__ import annotations
 
-import importlib.util
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
+from example_kit import load_example
 
 from cbs.testing.conformance import TransportConformance, TransportUnderTest
 
 EXAMPLE = Path(__file__).parent / "examples" / "example_plugin.py"
-
-
-def load_example() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("example_plugin", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(params=["local", "nats", "example_local"])
