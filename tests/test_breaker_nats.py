@@ -135,7 +135,9 @@ async def test_retries_only_idempotent_verbs_within_the_budget(
 
     before = flaky.calls["read"]
     began = time.time()
-    with pytest.raises(Unavailable):
+    # The last attempt's error, or Timeout when the budget ran out inside an
+    # attempt (a slow machine: an attempt then has less than the backoff left).
+    with pytest.raises((Unavailable, Timeout)):
         await body.request("flaky", "read", {}, timeout=0.4)
     assert time.time() - began < 0.4 + 1.0
     attempts = [headers for verb, _, headers in flaky.seen if verb == "read"][before:]
