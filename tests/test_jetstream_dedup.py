@@ -196,3 +196,20 @@ async def test_two_instances_never_run_one_id_at_once_across_a_server_kill(
         await nc.close()
     assert {i: runs(i) for i in ids if runs(i) != 1} == {}
     assert sum(s.peak for s in sinks) >= 20
+
+
+async def test_a_deleted_bucket_is_made_again_and_deliveries_go_on(
+    nats_server: Any, make_body: Any
+) -> None:
+    sink = Sink()
+    await serve_sink(make_body, nats_server.url, sink).start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().delete_stream("KV_CBS_DONE_sink")
+        sender = await client(make_body, nats_server.url)
+        ident = await sender.send("sink", "record", {"n": 1}, schema=SCHEMA)
+        await eventually(lambda: sink.seen[ident] == 1, what="handled after the bucket is back")
+        await nc.jetstream().stream_info("KV_CBS_DONE_sink")  # raises if it is not
+    finally:
+        await nc.close()
+    assert sink.seen[ident] == 1

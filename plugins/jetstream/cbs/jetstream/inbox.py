@@ -47,6 +47,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import nats.js.errors
 import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -447,7 +448,11 @@ class DurableInbox:
                     key,
                     exc,
                 )
-                await self._put_back(msg, self._period)
+                if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                    self._broken = True  # the bucket is gone: the pull loop makes it again
+                    if self._current is not None:
+                        self._current.done.set()  # at once, not when the pull expires
+                await self._put_back(msg, self._delay(msg.metadata.num_delivered))
                 return None
             if revision is not None:
                 self._claims[key] = _Claim(revision, loop.time())
