@@ -23,6 +23,17 @@ Every instance of a service pulls from the same durable consumer
   without running again.
 * **Long handlers** get an in-progress signal every ``ack_wait / 3`` so the
   server does not redeliver a message that is still being worked on.
+* **Deduplication** (unless ``jetstream_dedup_window`` is 0): before the
+  handler runs, the delivery claims the request's key in ``CBS_DONE_{service}``
+  with a compare-and-set create (see dedup.py). A ``done`` or ``dead`` record:
+  ack without running. A claim refreshed less than ``2/3 ack_wait`` ago by
+  another run: put back (nak) until it is done or goes stale. A stale claim, a
+  claim of an earlier run of this inbox, or a ``failed`` record: taken over
+  (compare-and-set), and the run is flagged ``Cbs-Redelivered: 1``. After
+  success ``done`` is written (retried up to ``publish_timeout``), then the
+  ack; if ``done`` cannot be written there is no ack, and the next delivery
+  runs again, flagged. Claims of running handlers are refreshed every
+  ``ack_wait / 6`` or so, with the in-progress signals.
 """
 
 from __future__ import annotations
@@ -31,14 +42,18 @@ import asyncio
 import itertools
 import json
 import logging
+import os
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import nats.js.errors
 import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from cbs.contracts import CbsError, Envelope, Internal, RawHandler, codec
+from cbs.jetstream.dedup import DEAD, DONE, FAILED, RUN, STORE_ERRORS, DedupStore, dedup_key
 from cbs.jetstream.publish import GONE, publish_stored
 from cbs.jetstream.settings import consumer_name, dlq_subject, stream_name
 from cbs.kernel import Served
@@ -50,16 +65,27 @@ if TYPE_CHECKING:
 #: The JetStream API subjects (no JetStream domain).
 API_PREFIX = "$JS.API"
 
-__all__ = ["DurableInbox", "DELIVERY_HEADER", "SEQUENCE_HEADER"]
+__all__ = ["DurableInbox", "DELIVERY_HEADER", "REDELIVERED_HEADER", "SEQUENCE_HEADER"]
 
 log = logging.getLogger("cbs.jetstream")
 
 #: Headers a durable handler sees besides the stored ones (current_request().headers).
 DELIVERY_HEADER = "Cbs-Delivery"  # 1 for the first delivery, 2 for the first retry, ...
 SEQUENCE_HEADER = "Cbs-Stream-Seq"  # the request's sequence in CBS_{service}
+#: "1" when the inbox knows the request was delivered before: num_delivered > 1,
+#: or the record of a run that died or failed. Absent otherwise.
+REDELIVERED_HEADER = "Cbs-Redelivered"
 
 #: Server-side expiry of one pull request, in seconds.
 PULL_EXPIRES = 5.0
+
+
+class _Claim:
+    __slots__ = ("revision", "written")
+
+    def __init__(self, revision: int, written: float) -> None:
+        self.revision = revision  # 0: no longer ours
+        self.written = written  # loop time of the last write
 
 
 class _Pull:
@@ -93,6 +119,15 @@ class DurableInbox:
         self._delay = settings.delay
         self._batch = settings.batch
         self.limit = limit
+        self._period = max(settings.ack_wait / 3, 0.05)  # in-progress signals, claim refreshes
+        #: A claim not refreshed for this long belongs to a run that died.
+        self._stale = 2 * self._period
+        self._store = (
+            DedupStore(runtime.js, self.service, os.urandom(6).hex(), settings.publish_timeout)
+            if settings.dedup_window > 0
+            else None
+        )
+        self._claims: dict[str, _Claim] = {}  # dedup key -> our claim, while it runs here
         self._free = limit
         self._threshold = max(1, min(limit, settings.batch) // 2)
         self._room = asyncio.Event()
@@ -111,6 +146,9 @@ class DurableInbox:
         #: Handlers running right now (for tests and stats).
         self.busy = 0
         self.peak = 0
+        #: Deliveries settled without running (handled before), and runs flagged as redelivered.
+        self.skipped = 0
+        self.redelivered = 0
 
     def __repr__(self) -> str:
         return f"<DurableInbox {self.consumer} busy={self.busy}/{self.limit}>"
@@ -266,7 +304,7 @@ class DurableInbox:
             self._room.set()
 
     async def _keep_alive(self) -> None:
-        period = max(self.runtime.settings.ack_wait / 3, 0.05)
+        period = self._period
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(period)
@@ -277,33 +315,87 @@ class DurableInbox:
                         await msg.in_progress()
                     except Exception as exc:
                         log.debug("inbox %s: in-progress signal: %s", self.consumer, exc)
+            if self._store is not None:
+                for key, claim in list(self._claims.items()):
+                    if now - claim.written >= period / 2 and claim.revision:
+                        await self._refresh(key, claim)
+
+    async def _refresh(self, key: str, claim: _Claim) -> None:
+        assert self._store is not None
+        try:
+            revision = await self._store.refresh(key, claim.revision)
+        except STORE_ERRORS as exc:
+            log.debug("inbox %s: claim of %s not refreshed: %s", self.consumer, key, exc)
+            return
+        if revision is None:
+            log.warning(
+                "%s: the claim of %s was taken over while its handler still runs here",
+                self.served.subject,
+                key,
+            )
+            claim.revision = 0  # no longer ours: stop refreshing it
+            return
+        claim.revision = revision
+        claim.written = asyncio.get_running_loop().time()
 
     # -- one message --------------------------------------------------------------------
 
     async def _handle(self, msg: Msg) -> None:
-        key = msg.reply
-        self._running[key] = (msg, asyncio.get_running_loop().time())
+        ack_key = msg.reply
+        loop = asyncio.get_running_loop()
+        self._running[ack_key] = (msg, loop.time())
+        key: str | None = None  # set when this delivery holds the claim
         try:
             meta = msg.metadata
             deliveries = meta.num_delivered
             seq = meta.sequence.stream
+            redelivered = deliveries > 1
+            if self._store is not None:
+                wanted = dedup_key((msg.headers or {}).get("Nats-Msg-Id"), msg.data, seq)
+                verdict = await self._claim(msg, wanted)
+                if verdict is None:
+                    return  # settled without running: done before, or put back
+                key = wanted
+                redelivered = redelivered or verdict
             if deliveries > self._max:
                 error = Internal(
                     "Delivery limit reached", details={"deliveries": deliveries, "max": self._max}
                 )
-                await self._dead_letter(msg, self._error_reply(msg.data, error), deliveries, seq)
+                reply = self._error_reply(msg.data, error)
+                await self._dead_letter(msg, reply, deliveries, seq, key)
                 return
             headers: dict[str, str] = dict(msg.headers) if msg.headers else {}
             headers[DELIVERY_HEADER] = str(deliveries)
             headers[SEQUENCE_HEADER] = str(seq)
+            if redelivered:
+                headers[REDELIVERED_HEADER] = "1"
+                self.redelivered += 1
             outcome = await self._handler(msg.data, headers)
             if outcome.ok:
+                if key is not None and self._store is not None:
+                    try:
+                        await self._store.finish(key, DONE)
+                    except CbsError as exc:
+                        log.warning(
+                            "%s: %s handled but not recorded (%s); it will run again, flagged",
+                            self.served.subject,
+                            key,
+                            exc,
+                        )
+                        return
                 await msg.ack()
                 return
             if outcome.code == "BadRequest" or deliveries >= self._max:
                 reply = outcome.reply or self._error_reply(msg.data, outcome.error or Internal())
-                await self._dead_letter(msg, reply, deliveries, seq)
+                await self._dead_letter(msg, reply, deliveries, seq, key)
             else:
+                if key is not None and self._store is not None:
+                    try:
+                        await self._store.finish(key, FAILED)
+                    except CbsError as exc:  # the claim stays: the retry takes it over
+                        log.debug(
+                            "inbox %s: failure of %s not recorded: %s", self.consumer, key, exc
+                        )
                 await msg.nak(delay=self._delay(deliveries))
         except GONE:
             log.warning(
@@ -313,8 +405,66 @@ class DurableInbox:
         except Exception:
             log.exception("%s: durable delivery failed", self.served.subject)
         finally:
-            del self._running[key]
+            del self._running[ack_key]
+            if key is not None:
+                self._claims.pop(key, None)
             self._release()
+
+    async def _claim(self, msg: Msg, key: str) -> bool | None:
+        """Claim ``key`` for this delivery: ``False`` (a first run), ``True``
+        (taken over from an earlier run that died or failed: flag it), or
+        ``None`` when the message was settled here without running (acked:
+        handled before; put back: another run holds it, or the store did not
+        answer)."""
+        store = self._store
+        assert store is not None
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            try:
+                revision, record = await store.claim(key)
+                if revision is not None:
+                    self._claims[key] = _Claim(revision, loop.time())
+                    return False
+                if record is None:
+                    continue  # expired between the two calls: claim again
+                if record.state in (DONE, DEAD):
+                    await msg.ack()
+                    self.skipped += 1
+                    return None
+                if key in self._claims:  # running here right now (a redelivery after a crash)
+                    await self._put_back(msg, self.runtime.settings.ack_wait)
+                    return None
+                age = time.time() - record.at
+                if record.state == RUN and record.owner != store.owner and age < self._stale:
+                    await self._put_back(msg, self._stale - age + 0.05)  # alive elsewhere
+                    return None
+                # A claim whose run died (no refresh for a while, or an earlier
+                # run of this inbox), or a failed run: take it over.
+                revision = await store.take_over(key, record)
+            except STORE_ERRORS as exc:
+                log.warning(
+                    "%s: the record of %s is not readable (%s); putting it back",
+                    self.served.subject,
+                    key,
+                    exc,
+                )
+                if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                    self._broken = True  # the bucket is gone: the pull loop makes it again
+                    if self._current is not None:
+                        self._current.done.set()  # at once, not when the pull expires
+                await self._put_back(msg, self._delay(msg.metadata.num_delivered))
+                return None
+            if revision is not None:
+                self._claims[key] = _Claim(revision, loop.time())
+                return True
+        await self._put_back(msg, self._period)
+        return None
+
+    async def _put_back(self, msg: Msg, delay: float) -> None:
+        try:
+            await msg.nak(delay=delay)
+        except Exception as exc:  # redelivered after ack_wait anyway
+            log.debug("inbox %s: nak: %s", self.consumer, exc)
 
     def _error_reply(self, data: bytes, error: CbsError) -> Envelope:
         """An error reply to the stored request (or, if it does not decode, to
@@ -326,10 +476,12 @@ class DurableInbox:
             request = Envelope.request(self.service, self.verb, {}, schema=endpoint.schema)
         return request.error_reply(error, schema=cell.error_schema)
 
-    async def _dead_letter(self, msg: Msg, reply: Envelope, deliveries: int, seq: int) -> None:
-        """Store the request in ``CBS_DLQ_{service}`` with the error, then term
-        it. If that fails, nak it: it comes back, past the limit, and is tried
-        again (without running the handler)."""
+    async def _dead_letter(
+        self, msg: Msg, reply: Envelope, deliveries: int, seq: int, key: str | None
+    ) -> None:
+        """Store the request in ``CBS_DLQ_{service}`` with the error, record it
+        as dead, then term it. If storing fails, nak it: it comes back, past
+        the limit, and is tried again (without running the handler)."""
         error = reply.to_dict()
         headers = {
             k: v for k, v in (msg.headers or {}).items() if not k.startswith(("Nats-", "Cbs-"))
@@ -353,6 +505,11 @@ class DurableInbox:
             )
             await msg.nak(delay=self._delay(deliveries))
             return
+        if key is not None and self._store is not None:
+            try:
+                await self._store.finish(key, DEAD)
+            except CbsError as exc:  # stored as a dead letter: the term still holds
+                log.debug("inbox %s: dead letter of %s not recorded: %s", self.consumer, key, exc)
         await msg.term()
         err = error.get("error") or {}
         log.warning(

@@ -145,6 +145,14 @@ def cbs_add_options(options: OptionRegistry) -> None:
         env="CBS_JETSTREAM_PUBLISH_TIMEOUT",
         metavar="DURATION",
     )
+    add(
+        "jetstream_dedup_window",
+        help="a durable handler runs at most once per envelope id within this;"
+        " 0 turns it off (default: the duplicate window)",
+        type=parse_duration,
+        env="CBS_JETSTREAM_DEDUP_WINDOW",
+        metavar="DURATION",
+    )
 
 
 @hookimpl

@@ -14,6 +14,7 @@ import nats.js.errors
 from nats.aio.client import Client
 
 from cbs.contracts import Cell, Endpoint, Envelope, Unavailable, codec
+from cbs.jetstream.dedup import done_config
 from cbs.jetstream.inbox import API_PREFIX, DurableInbox
 from cbs.jetstream.publish import publish_stored
 from cbs.jetstream.settings import Settings, durable_subject, stream_name
@@ -94,11 +95,14 @@ class JetStreamRuntime:
         )
 
     async def ensure_inbox(self, service: str, verb: str, *, again: bool = False) -> None:
-        """The request stream, the dead-letter stream and the verb's consumer exist."""
+        """The request stream, the dead-letter stream, the bucket of handled
+        requests (unless deduplication is off) and the verb's consumer exist."""
         await self.ensure_service(service, again=again)
 
         async def make() -> None:
             await ensure_stream(self.jsm, dlq_config(service, self.settings))
+            if self.settings.dedup_window > 0:
+                await ensure_stream(self.jsm, done_config(service, self.settings))
             await ensure_consumer(
                 self.jsm, stream_name(service), inbox_config(service, verb, self.settings)
             )

@@ -160,6 +160,8 @@ class Settings:
     batch: int = 256
     concurrency: int | None = None
     publish_timeout: float = 10.0
+    #: Durable deliveries are deduplicated by envelope id for this long (0: off).
+    dedup_window: float = 120.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -171,6 +173,7 @@ class Settings:
             return value
 
         concurrency = config.get("jetstream_concurrency")
+        dedup = config.get("jetstream_dedup_window")
         settings = cls(
             durable=parse_durable(config.get("durable")),
             max_deliveries=int(number("jetstream_max_deliveries", 1)),
@@ -183,6 +186,11 @@ class Settings:
             batch=int(number("jetstream_batch", 1)),
             concurrency=None if concurrency is None else int(number("jetstream_concurrency", 1)),
             publish_timeout=number("jetstream_publish_timeout", 0.1),
+            dedup_window=(
+                number("jetstream_duplicate_window", 0.1)
+                if dedup is None
+                else number("jetstream_dedup_window", 0.0)
+            ),
         )
         if settings.duplicate_window > settings.max_age:
             raise ConfigError(
