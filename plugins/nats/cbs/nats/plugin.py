@@ -15,6 +15,7 @@ from cbs.kernel import (
     Cell,
     CommandRegistry,
     Config,
+    ConfigError,
     Directory,
     MiddlewareRegistry,
     OptionRegistry,
@@ -26,6 +27,7 @@ from cbs.kernel import (
 from cbs.nats.capability import NatsConnection
 
 if TYPE_CHECKING:
+    from cbs.nats.auth import NatsAuth
     from cbs.nats.discovery import Discovery
     from cbs.nats.stats import StatsTable
     from cbs.nats.transport import NatsBus
@@ -56,6 +58,49 @@ def cbs_add_options(options: OptionRegistry) -> None:
         env="CBS_NATS_NAME",
         metavar="NAME",
     )
+    _add_auth_options(options)
+
+
+def _add_auth_options(options: OptionRegistry) -> None:
+    """The nats CLI's connection options (docs/security.md has the table)."""
+    for name, env, metavar, text in (
+        ("nats_context", "NATS_CONTEXT", "NAME", "a nats CLI context (its url, credentials, TLS)"),
+        ("nats_creds", "NATS_CREDS", "FILE", "user credentials file (JWT and nkey seed)"),
+        ("nats_nkey", "NATS_NKEY", "SEEDFILE", "nkey seed file"),
+        ("nats_user", "NATS_USER", "USER", "user name"),
+        ("nats_password", "NATS_PASSWORD", "PASSWORD", "password (prefer the env var)"),
+        ("nats_token", "NATS_TOKEN", "TOKEN", "auth token (prefer the env var)"),
+        ("tls_ca", "NATS_CA", "FILE", "CA certificate(s) that sign the server's certificate"),
+        ("tls_cert", "NATS_CERT", "FILE", "client certificate, for mutual TLS"),
+        ("tls_key", "NATS_KEY", "FILE", "the client certificate's private key"),
+        ("nats_inbox_prefix", "NATS_INBOX_PREFIX", "PREFIX", "reply inbox prefix (default:"
+         " the private one a creds file allows, else _INBOX)"),
+    ):
+        options.add(name, help=text, env=env, metavar=metavar)
+    options.add(
+        "tls_first",
+        help="TLS handshake before the server's INFO (handshake_first servers)",
+        type=bool,
+        default=False,
+        env="NATS_TLS_FIRST",
+    )
+
+
+def auth_from(config: Config) -> NatsAuth:
+    from cbs.nats.auth import NatsAuth
+
+    return NatsAuth.from_config(config.get)
+
+
+@hookimpl
+def cbs_configured(config: Config, body: Body) -> None:
+    # Files that cannot be read and half pairs are one line now, not at connect.
+    from cbs.nats.auth import AuthError
+
+    try:
+        auth_from(config).check()
+    except (AuthError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def make_bus(config: Config) -> NatsBus:
@@ -65,6 +110,7 @@ def make_bus(config: Config) -> NatsBus:
         config.get("nats_url"),
         client_name=config.get("nats_name"),
         connect_timeout=float(config.get("nats_connect_timeout") or 5.0),
+        auth=auth_from(config),
     )
 
 
@@ -83,7 +129,7 @@ def cbs_register_transports(transports: TransportRegistry) -> None:
         make_bus,
         priority=10,
         discover=discover_cells,
-        shared=lambda config: bool(config.get("nats_url")),  # else an embedded server
+        shared=lambda config: bool(config.get("nats_url") or config.get("nats_context")),  # else an embedded server
     )
 
 
