@@ -193,20 +193,35 @@ def _configure_server(parser: argparse.ArgumentParser) -> None:
         help="port on 127.0.0.1 (4222)",
     )
     parser.add_argument("--store", help="JetStream store folder (default: a temporary one)")
+    parser.add_argument(
+        "--secure",
+        metavar="DIR",
+        help="operator mode and TLS: create (once) the operator, accounts, CA and"
+        " creds files in DIR, 0600 (docs/security.md)",
+    )
 
 
 async def _server(body: Body, args: argparse.Namespace) -> int:
     from cbs.contracts import Unavailable
     from cbs.nats.server import NatsServer
 
-    server = NatsServer(args.port, args.store)
+    extra, hint = "", ""
+    if args.secure:
+        from cbs.nats.secure import SecureSetup
+
+        setup = await asyncio.to_thread(SecureSetup.create, args.secure)
+        extra = setup.server_config()
+        hint = (
+            f" NATS_CA={setup.ca.cert} NATS_CREDS={setup.creds_path('admin')}"
+            f"   (cbs auth add-cell|add-caller --dir {setup.folder} for the others)"
+        )
+    server = NatsServer(args.port, args.store, extra_config=extra)
     await asyncio.to_thread(server.start)
+    url = server.url.replace("nats://", "tls://") if args.secure else server.url
 
     def ready() -> None:
-        print(f"nats-server ready at {server.url} (pid {server.pid})", flush=True)
-        print(
-            f"use: cbs run --nats-url {server.url}   (or export NATS_URL={server.url})", flush=True
-        )
+        print(f"nats-server ready at {url} (pid {server.pid})", flush=True)
+        print(f"use: export NATS_URL={url}{hint}", flush=True)
 
     # the body itself is never started
     serving = asyncio.ensure_future(body.run_until_signal(on_ready=ready))
@@ -231,4 +246,12 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
         help="run a nats-server (JetStream on) in the foreground for multi-process use",
         run=_server,
         configure=_configure_server,
+    )
+    from cbs.nats.auth_commands import configure_auth, run_auth
+
+    commands.add(
+        "auth",
+        help="identities of a cbs server --secure folder: add-cell, add-caller, ls",
+        run=run_auth,
+        configure=configure_auth,
     )
