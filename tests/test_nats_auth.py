@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nkeys
 import pytest
+
 from cbs.contracts import Unavailable
 from cbs.nats.auth import NatsAuth
 from cbs.nats.certs import CertFiles, make_ca, make_cert
@@ -106,7 +107,9 @@ async def test_tls_verifies_the_server(pki: dict[str, CertFiles]) -> None:
     config = f'tls {{ cert_file: "{server_cert.cert}", key_file: "{server_cert.key}" }}'
     for server in _server(config):
         await connects(server.url, NatsAuth(tls_ca=str(pki["ca"].cert)))
-        await connects(server.url.replace("nats://", "tls://"), NatsAuth(tls_ca=str(pki["ca"].cert)))
+        await connects(
+            server.url.replace("nats://", "tls://"), NatsAuth(tls_ca=str(pki["ca"].cert))
+        )
         # signed by another CA, or by nobody the system trusts
         for auth in (NatsAuth(tls_ca=str(pki["other"].cert)), NatsAuth()):
             assert (await refused(server.url, auth)).endswith("TLS: certificate verify failed")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import nkeys
 import pytest
+from cbs_process import CbsProcess, run_cbs
+
 from cbs.nats.secure import SecureSetup, new_seed
 from cbs.nats.server import NatsServer, free_port
-from cbs_process import CbsProcess, run_cbs
 
 PASSWORD = "pw-Leak-7c1e"
 WRONG = "pw-Wrong-93ab"
@@ -77,9 +78,7 @@ def test_no_command_prints_a_secret(world: dict[str, object]) -> None:
     modes = {
         "password in the URL": _env(NATS_URL=f"nats://alice:{PASSWORD}@{host}"),
         "wrong password in the URL": _env(NATS_URL=f"nats://alice:{WRONG}@{host}"),
-        "password in the env": _env(
-            NATS_URL=users.url, NATS_USER="alice", NATS_PASSWORD=PASSWORD
-        ),
+        "password in the env": _env(NATS_URL=users.url, NATS_USER="alice", NATS_PASSWORD=PASSWORD),
         "nkey": _env(NATS_URL=users.url, NATS_NKEY=str(folder / "user.nk")),
         "token": _env(NATS_URL=token.url, NATS_TOKEN=TOKEN),
         "wrong token in the URL": _env(NATS_URL=f"nats://{WRONG}@127.0.0.1:{token.port}"),

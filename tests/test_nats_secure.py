@@ -13,6 +13,7 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
+
 from cbs.contracts import NotFound, Outcome, Unavailable
 from cbs.nats.auth import NatsAuth
 from cbs.nats.secure import SecureSetup
@@ -73,7 +74,10 @@ class Probe:
     async def denied(self, what: str, seconds: float = 3.0) -> bool:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if any("permissions violation" in e.lower() and what.lower() in e.lower() for e in self.errors):
+            if any(
+                "permissions violation" in e.lower() and what.lower() in e.lower()
+                for e in self.errors
+            ):
                 return True
             await asyncio.sleep(0.02)
         return False
@@ -88,9 +92,7 @@ async def probes() -> AsyncIterator[list[Probe]]:
             await probe.nc.close()
 
 
-async def probe(
-    probes: list[Probe], setup: SecureSetup, server: NatsServer, name: str
-) -> Probe:
+async def probe(probes: list[Probe], setup: SecureSetup, server: NatsServer, name: str) -> Probe:
     made = await Probe().connect(setup, server, name)
     probes.append(made)
     return made
@@ -120,11 +122,11 @@ async def test_creds_connect_and_a_foreign_jwt_is_refused(
     stranger = SecureSetup.create(tmp_path / "other")  # another operator's admin
     bad = NatsAuth(creds=str(stranger.creds_path("admin")), tls_ca=str(setup.ca.cert))
     started = time.monotonic()
-    with pytest.raises(Unavailable, match="Authorization Violation$"):
+    with pytest.raises(Unavailable, match=r"Authorization Violation$"):
         await NatsBus(server.url, auth=bad).start()
     assert time.monotonic() - started < 4
     no_creds = NatsAuth(tls_ca=str(setup.ca.cert))
-    with pytest.raises(Unavailable, match="Authorization Violation$"):
+    with pytest.raises(Unavailable, match=r"Authorization Violation$"):
         await NatsBus(server.url, auth=no_creds).start()
 
 

@@ -24,7 +24,15 @@ from typing import Any
 
 import attrs
 
-__all__ = ["AUTH_OPTIONS", "AuthError", "NatsAuth", "jwt_claims", "fatal_reason", "inbox_from_creds", "read_creds_jwt"]
+__all__ = [
+    "AUTH_OPTIONS",
+    "AuthError",
+    "NatsAuth",
+    "jwt_claims",
+    "fatal_reason",
+    "inbox_from_creds",
+    "read_creds_jwt",
+]
 
 #: The options this module reads (config name -> environment variable).
 AUTH_OPTIONS = {
@@ -136,7 +144,9 @@ class NatsAuth:
             raise AuthError("bad nats_password: give nats_user too")
         given = [m for m in ("creds", "nkey", "user", "token") if getattr(self, m)]
         if len(given) > 1:
-            raise AuthError(f"give one of nats_creds, nats_nkey, nats_user, nats_token, not {given}")
+            raise AuthError(
+                f"give one of nats_creds, nats_nkey, nats_user, nats_token, not {given}"
+            )
         if self.creds:
             try:
                 read_creds_jwt(self.creds)

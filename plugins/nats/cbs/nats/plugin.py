@@ -73,8 +73,12 @@ def _add_auth_options(options: OptionRegistry) -> None:
         ("tls_ca", "NATS_CA", "FILE", "CA certificate(s) that sign the server's certificate"),
         ("tls_cert", "NATS_CERT", "FILE", "client certificate, for mutual TLS"),
         ("tls_key", "NATS_KEY", "FILE", "the client certificate's private key"),
-        ("nats_inbox_prefix", "NATS_INBOX_PREFIX", "PREFIX", "reply inbox prefix (default:"
-         " the private one a creds file allows, else _INBOX)"),
+        (
+            "nats_inbox_prefix",
+            "NATS_INBOX_PREFIX",
+            "PREFIX",
+            "reply inbox prefix (default: the private one a creds file allows, else _INBOX)",
+        ),
     ):
         options.add(name, help=text, env=env, metavar=metavar)
     options.add(
@@ -129,7 +133,9 @@ def cbs_register_transports(transports: TransportRegistry) -> None:
         make_bus,
         priority=10,
         discover=discover_cells,
-        shared=lambda config: bool(config.get("nats_url") or config.get("nats_context")),  # else an embedded server
+        shared=lambda config: bool(
+            config.get("nats_url") or config.get("nats_context")
+        ),  # else an embedded server
     )
 
 

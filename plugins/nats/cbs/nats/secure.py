@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import nkeys
+import nkeys  # type: ignore[import-untyped]
 
 from cbs.nats.certs import CertFiles, make_ca, make_cert
 
@@ -223,7 +223,9 @@ class SecureSetup:
             self._save_meta(to, meta)
 
     def _meta(self, account: str) -> dict[str, Any]:
-        meta: dict[str, Any] = json.loads((self.folder / "accounts" / f"{account}.json").read_text())
+        meta: dict[str, Any] = json.loads(
+            (self.folder / "accounts" / f"{account}.json").read_text()
+        )
         return meta
 
     def _save_meta(self, account: str, meta: dict[str, Any]) -> None:
@@ -246,7 +248,7 @@ class SecureSetup:
         self, name: str, kind: str, account: str, permissions: dict[str, Any], **row: Any
     ) -> Path:
         _check_name(name)
-        rows = [r for r in self.identities() if r["name"] != name]
+        rows: list[dict[str, Any]] = [r for r in self.identities() if r["name"] != name]
         seed = new_seed(nkeys.PREFIX_BYTE_USER)
         user = nkeys.from_seed(seed)
         nats = {"type": "user", "subs": -1, "data": -1, "payload": -1, **permissions}
@@ -306,10 +308,8 @@ class SecureSetup:
         """The nats-server config lines: operator mode with every account
         preloaded into a memory resolver, and TLS with the generated certificate."""
         accounts = sorted(p.stem for p in (self.folder / "accounts").glob("*.jwt"))
-        preload = "\n".join(
-            f"  {self.account_public(a)}: {(self.folder / 'accounts' / f'{a}.jwt').read_text().strip()}"
-            for a in accounts
-        )
+        jwts = {a: (self.folder / "accounts" / f"{a}.jwt").read_text().strip() for a in accounts}
+        preload = "\n".join(f"  {self.account_public(a)}: {jwts[a]}" for a in accounts)
         return "\n".join(
             [
                 f"operator: {json.dumps(str(self.folder / 'operator.jwt'))}",

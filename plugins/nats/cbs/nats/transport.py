@@ -32,8 +32,8 @@ from cbs.contracts import NotFound, RawHandler, ReplyCheck, Timeout, Unavailable
 from cbs.kernel import TransportState
 from cbs.kernel.transport import start_eagerly
 from cbs.nats._header_fix import TolerantClient
-from cbs.nats.auth import NatsAuth, fatal_reason
 from cbs.nats._watchdog import ReadLoopWatchdog, is_receiving
+from cbs.nats.auth import NatsAuth, fatal_reason
 from cbs.nats.capability import NatsConnection
 from cbs.nats.directory import NatsDirectory
 from cbs.nats.server import NatsServer
@@ -246,23 +246,23 @@ class NatsBus(TransportState):
             await on_error(exc)
 
         nc = TolerantClient()
-        connecting = asyncio.ensure_future(
-            nc.connect(
-                servers=self.urls,
-                name=self.client_name,
-                connect_timeout=min(2.0, self.connect_timeout),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,  # once connected, never give up
-                reconnect_time_wait=self.reconnect_wait,
-                error_cb=on_first_error,
-                disconnected_cb=on_disconnect,
-                reconnected_cb=on_reconnect,
-                **self.auth.connect_options(),
-            )
-        )
+        options: dict[str, Any] = {
+            "servers": self.urls,
+            "name": self.client_name,
+            "connect_timeout": min(2.0, self.connect_timeout),
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,  # once connected, never give up
+            "reconnect_time_wait": self.reconnect_wait,
+            "error_cb": on_first_error,
+            "disconnected_cb": on_disconnect,
+            "reconnected_cb": on_reconnect,
+            **self.auth.connect_options(),
+        }
+        connecting: asyncio.Future[None] = asyncio.ensure_future(nc.connect(**options))
         try:
+            waiting: set[asyncio.Future[Any]] = {connecting, fatal}
             done, _ = await asyncio.wait(
-                {connecting, fatal}, timeout=self.connect_timeout, return_when="FIRST_COMPLETED"
+                waiting, timeout=self.connect_timeout, return_when="FIRST_COMPLETED"
             )
             if connecting in done:
                 connecting.result()
