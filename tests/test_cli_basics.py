@@ -305,7 +305,8 @@ def test_an_unreachable_nats_url_is_one_line_without_its_password() -> None:
     for command in (("run",), ("cells",), ("call", "greeter.say_hello"), ("send", "a.b")):
         result = cbs(*command, *args)
         line = one_line_failure(result, 1)
-        assert line.startswith("Unavailable: Cannot connect to NATS at nats://user:***@127.0.0.1:1")
+        assert line.startswith("Unavailable: Cannot connect to NATS at nats://127.0.0.1:1,")
+        assert "user" not in line
         assert "s3cret" not in result.stderr and "t0ken" not in result.stderr
 
 

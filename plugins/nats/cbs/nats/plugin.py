@@ -15,6 +15,7 @@ from cbs.kernel import (
     Cell,
     CommandRegistry,
     Config,
+    ConfigError,
     Directory,
     MiddlewareRegistry,
     OptionRegistry,
@@ -26,6 +27,7 @@ from cbs.kernel import (
 from cbs.nats.capability import NatsConnection
 
 if TYPE_CHECKING:
+    from cbs.nats.auth import NatsAuth
     from cbs.nats.discovery import Discovery
     from cbs.nats.stats import StatsTable
     from cbs.nats.transport import NatsBus
@@ -56,6 +58,53 @@ def cbs_add_options(options: OptionRegistry) -> None:
         env="CBS_NATS_NAME",
         metavar="NAME",
     )
+    _add_auth_options(options)
+
+
+def _add_auth_options(options: OptionRegistry) -> None:
+    """The nats CLI's connection options (docs/security.md has the table)."""
+    for name, env, metavar, text in (
+        ("nats_context", "NATS_CONTEXT", "NAME", "a nats CLI context (its url, credentials, TLS)"),
+        ("nats_creds", "NATS_CREDS", "FILE", "user credentials file (JWT and nkey seed)"),
+        ("nats_nkey", "NATS_NKEY", "SEEDFILE", "nkey seed file"),
+        ("nats_user", "NATS_USER", "USER", "user name"),
+        ("nats_password", "NATS_PASSWORD", "PASSWORD", "password (prefer the env var)"),
+        ("nats_token", "NATS_TOKEN", "TOKEN", "auth token (prefer the env var)"),
+        ("tls_ca", "NATS_CA", "FILE", "CA certificate(s) that sign the server's certificate"),
+        ("tls_cert", "NATS_CERT", "FILE", "client certificate, for mutual TLS"),
+        ("tls_key", "NATS_KEY", "FILE", "the client certificate's private key"),
+        (
+            "nats_inbox_prefix",
+            "NATS_INBOX_PREFIX",
+            "PREFIX",
+            "reply inbox prefix (default: the private one a creds file allows, else _INBOX)",
+        ),
+    ):
+        options.add(name, help=text, env=env, metavar=metavar)
+    options.add(
+        "tls_first",
+        help="TLS handshake before the server's INFO (handshake_first servers)",
+        type=bool,
+        default=False,
+        env="NATS_TLS_FIRST",
+    )
+
+
+def auth_from(config: Config) -> NatsAuth:
+    from cbs.nats.auth import NatsAuth
+
+    return NatsAuth.from_config(config.get)
+
+
+@hookimpl
+def cbs_configured(config: Config, body: Body) -> None:
+    # Files that cannot be read and half pairs are one line now, not at connect.
+    from cbs.nats.auth import AuthError
+
+    try:
+        auth_from(config).check()
+    except (AuthError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def make_bus(config: Config) -> NatsBus:
@@ -65,6 +114,7 @@ def make_bus(config: Config) -> NatsBus:
         config.get("nats_url"),
         client_name=config.get("nats_name"),
         connect_timeout=float(config.get("nats_connect_timeout") or 5.0),
+        auth=auth_from(config),
     )
 
 
@@ -83,7 +133,9 @@ def cbs_register_transports(transports: TransportRegistry) -> None:
         make_bus,
         priority=10,
         discover=discover_cells,
-        shared=lambda config: bool(config.get("nats_url")),  # else an embedded server
+        shared=lambda config: bool(
+            config.get("nats_url") or config.get("nats_context")
+        ),  # else an embedded server
     )
 
 
@@ -147,20 +199,35 @@ def _configure_server(parser: argparse.ArgumentParser) -> None:
         help="port on 127.0.0.1 (4222)",
     )
     parser.add_argument("--store", help="JetStream store folder (default: a temporary one)")
+    parser.add_argument(
+        "--secure",
+        metavar="DIR",
+        help="operator mode and TLS: create (once) the operator, accounts, CA and"
+        " creds files in DIR, 0600 (docs/security.md)",
+    )
 
 
 async def _server(body: Body, args: argparse.Namespace) -> int:
     from cbs.contracts import Unavailable
     from cbs.nats.server import NatsServer
 
-    server = NatsServer(args.port, args.store)
+    extra, hint = "", ""
+    if args.secure:
+        from cbs.nats.secure import SecureSetup
+
+        setup = await asyncio.to_thread(SecureSetup.create, args.secure)
+        extra = setup.server_config()
+        hint = (
+            f" NATS_CA={setup.ca.cert} NATS_CREDS={setup.creds_path('admin')}"
+            f"   (cbs auth add-cell|add-caller --dir {setup.folder} for the others)"
+        )
+    server = NatsServer(args.port, args.store, extra_config=extra)
     await asyncio.to_thread(server.start)
+    url = server.url.replace("nats://", "tls://") if args.secure else server.url
 
     def ready() -> None:
-        print(f"nats-server ready at {server.url} (pid {server.pid})", flush=True)
-        print(
-            f"use: cbs run --nats-url {server.url}   (or export NATS_URL={server.url})", flush=True
-        )
+        print(f"nats-server ready at {url} (pid {server.pid})", flush=True)
+        print(f"use: export NATS_URL={url}{hint}", flush=True)
 
     # the body itself is never started
     serving = asyncio.ensure_future(body.run_until_signal(on_ready=ready))
@@ -185,4 +252,12 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
         help="run a nats-server (JetStream on) in the foreground for multi-process use",
         run=_server,
         configure=_configure_server,
+    )
+    from cbs.nats.auth_commands import configure_auth, run_auth
+
+    commands.add(
+        "auth",
+        help="identities of a cbs server --secure folder: add-cell, add-caller, ls",
+        run=run_auth,
+        configure=configure_auth,
     )

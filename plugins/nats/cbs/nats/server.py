@@ -187,6 +187,7 @@ class NatsServer:
         *,
         jetstream: bool = True,
         ready_timeout: float = 10.0,
+        extra_config: str = "",
     ) -> None:
         self._auto_port = port is None
         self.port = port or free_port()
@@ -194,6 +195,8 @@ class NatsServer:
         self.store = Path(store) if store is not None else None
         self.jetstream = jetstream
         self.ready_timeout = ready_timeout
+        #: Config text appended as is (authorization, tls, operator, accounts).
+        self.extra_config = extra_config
         self.process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._name = ""
@@ -224,8 +227,11 @@ class NatsServer:
                 "  sync_interval: always",
                 "}",
             ]
+        if self.extra_config:
+            lines.append(self.extra_config)
         path = workdir / "nats-server.conf"
         path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)  # it may hold credentials
         return path
 
     def start(self) -> NatsServer:

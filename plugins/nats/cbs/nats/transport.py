@@ -31,8 +31,9 @@ import nats.errors
 from cbs.contracts import NotFound, RawHandler, ReplyCheck, Timeout, Unavailable, WrongReply
 from cbs.kernel import TransportState
 from cbs.kernel.transport import start_eagerly
-from cbs.nats._header_fix import TolerantClient, connect_tolerant
+from cbs.nats._header_fix import TolerantClient
 from cbs.nats._watchdog import ReadLoopWatchdog, is_receiving
+from cbs.nats.auth import NatsAuth, fatal_reason
 from cbs.nats.capability import NatsConnection
 from cbs.nats.directory import NatsDirectory
 from cbs.nats.server import NatsServer
@@ -53,14 +54,11 @@ _GONE = (
 
 
 def masked_url(url: str) -> str:
-    """``nats://user:secret@host`` -> ``nats://user:***@host``; a token
-    (``nats://secret@host``) becomes ``***``. For logs and error messages."""
+    """``nats://user:secret@host`` -> ``nats://host``: user, password or token
+    removed, for every log line, error, label and page."""
     scheme, sep, rest = url.rpartition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user, colon, _ = userinfo.partition(":")
-    return f"{scheme}{sep}{user + ':***' if colon else '***'}@{host}"
+    _, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{host}" if at else url
 
 
 def split_urls(urls: str) -> list[str]:
@@ -161,7 +159,10 @@ class NatsBus(TransportState):
         client_name: str | None = None,
         connect_timeout: float = 5.0,
         reconnect_wait: float = 0.5,
+        auth: NatsAuth | None = None,
     ) -> None:
+        self.auth = auth or NatsAuth()
+        urls = urls or self.auth.context_urls
         self.urls = split_urls(urls) if urls else []
         self.shared = bool(self.urls)
         self.client_name = client_name or f"cbs-{os.getpid()}"
@@ -236,26 +237,51 @@ class NatsBus(TransportState):
                 if isinstance(offered, NatsConnection):
                     await offered.reconnected()
 
+        fatal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def on_first_error(exc: Exception) -> None:
+            reason = fatal_reason(exc)
+            if reason is not None and not fatal.done():
+                fatal.set_result(reason)  # retrying cannot help: fail now
+            await on_error(exc)
+
+        nc = TolerantClient()
+        options: dict[str, Any] = {
+            "servers": self.urls,
+            "name": self.client_name,
+            "connect_timeout": min(2.0, self.connect_timeout),
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,  # once connected, never give up
+            "reconnect_time_wait": self.reconnect_wait,
+            "error_cb": on_first_error,
+            "disconnected_cb": on_disconnect,
+            "reconnected_cb": on_reconnect,
+            **self.auth.connect_options(),
+        }
+        connecting: asyncio.Future[None] = asyncio.ensure_future(nc.connect(**options))
         try:
-            self._nc = self._tolerant = await asyncio.wait_for(
-                connect_tolerant(
-                    servers=self.urls,
-                    name=self.client_name,
-                    connect_timeout=min(2.0, self.connect_timeout),
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,  # once connected, never give up
-                    reconnect_time_wait=self.reconnect_wait,
-                    error_cb=on_error,
-                    disconnected_cb=on_disconnect,
-                    reconnected_cb=on_reconnect,
-                ),
-                self.connect_timeout,
+            waiting: set[asyncio.Future[Any]] = {connecting, fatal}
+            done, _ = await asyncio.wait(
+                waiting, timeout=self.connect_timeout, return_when="FIRST_COMPLETED"
             )
+            if connecting in done:
+                connecting.result()
+            else:
+                connecting.cancel()
+                await asyncio.gather(connecting, return_exceptions=True)
+                await nc.close()
+                if fatal.done():
+                    raise Unavailable(f"Cannot connect to NATS at {self.url}: {fatal.result()}")
+                raise TimeoutError
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             await self._stop_server()
             raise Unavailable(
                 f"Cannot connect to NATS at {self.url} within {self.connect_timeout:g} s"
             ) from exc
+        except Unavailable:
+            await self._stop_server()
+            raise
+        self._nc = self._tolerant = nc
         self._watchdog = ReadLoopWatchdog(self._nc)
         self._watchdog.start()
         self._replies = _Replies(self._nc)
