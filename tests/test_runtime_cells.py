@@ -189,7 +189,7 @@ async def test_lifecycle_hooks_fire_for_each_change(make_body: MakeBody) -> None
 
 
 async def test_discovery_follows_replace_and_remove_within_a_second(
-    make_body: MakeBody, nats_server: Any
+    nats_server: Any, make_body: MakeBody
 ) -> None:
     import cbs.nats.plugin
 

@@ -44,7 +44,7 @@ def slow_cell() -> Cell:
     return cell
 
 
-async def test_forged_replies_with_a_wrong_id_are_dropped(make_body: Any, nats_server: Any) -> None:
+async def test_forged_replies_with_a_wrong_id_are_dropped(nats_server: Any, make_body: Any) -> None:
     config = {"transport": "nats", "nats_url": nats_server.url}
     server = make_body(nats_plugin, CellsPlugin(slow_cell()), config=config)
     await server.start()
@@ -105,7 +105,7 @@ def future_encode(original: Any, envelope: Envelope, **kwargs: Any) -> bytes:
 
 
 async def test_a_future_field_and_an_unknown_header_still_dead_letter(
-    make_body: Any, nats_server: Any, monkeypatch: pytest.MonkeyPatch
+    nats_server: Any, make_body: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(codec, "encode", functools.partial(future_encode, codec.encode))
     config = {"transport": "nats", "nats_url": nats_server.url, **FAST}
