@@ -280,8 +280,9 @@ class Body:
 
     async def _retire(self, serving: _Serving, *, drain: bool) -> None:
         """Stop a served cell of a running body: no new requests, those in
-        flight finish (up to ``drain_timeout``; not waited for without
-        ``drain``), then the cell stops."""
+        flight finish (up to ``drain_timeout``; without ``drain``, those not
+        done at once are answered ``Unavailable`` and cancelled), then the
+        cell stops."""
         await self._notify("cbs_cell_stopping", body=self, cell=serving.cell, swallow=True)
         self._serving.remove(serving)
         await self._drain(serving.subscriptions, self._drain_timeout() if drain else 0.0)
@@ -334,7 +335,8 @@ class Body:
 
     async def remove_cell(self, cell_id: str, *, drain: bool = True) -> Cell:
         """Stop serving the cell and uninstall it: it takes no new request,
-        those in flight finish (``drain``), then it is unsubscribed and
+        those in flight finish (``drain``; else they are answered
+        ``Unavailable`` and cancelled), then it is unsubscribed and
         stopped. ``KeyError`` for an unknown id. Returns the cell."""
         if cell_id not in self.cells:
             raise KeyError(cell_id)

@@ -99,8 +99,8 @@ class NatsSubscription:
         self.subject = subject
         self.sub: Any = None
         self.intake = intake
-        #: Handlers that wait, and the message each one serves.
-        self.tasks: dict[asyncio.Task[None], Msg] = {}
+        #: Handlers that wait (those that answer at once need no task).
+        self.tasks: set[asyncio.Task[None]] = set()
         self.cut_off = False
 
     async def stop(self) -> None:
@@ -419,11 +419,8 @@ class NatsBus(TransportState):
             # A task only for handlers that wait: most answer at once.
             task = start_eagerly(handle(msg, queued), loop)
             if task is not None:
-                tasks[task] = msg
-                task.add_done_callback(forget)
-
-        def forget(task: asyncio.Task[None]) -> None:
-            tasks.pop(task, None)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
         async def on_message(msg: Msg) -> None:
             # Never waits for a slot: nats-py delivers one message at a time.
