@@ -13,6 +13,8 @@ from cbs.contracts.errors import (
     Unavailable,
 )
 from cbs.contracts.protocols import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
     Bus,
     Cell,
     Endpoint,
@@ -26,6 +28,8 @@ from cbs.contracts.protocols import (
 from cbs.contracts.schemas import load_schema
 
 __all__ = [
+    "DEFAULT_MAX_PENDING",
+    "DEFAULT_MAX_PENDING_BYTES",
     "MAX_DEPTH",
     "MAX_ENVELOPE_BYTES",
     "ERROR_CODES",

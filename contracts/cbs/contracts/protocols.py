@@ -27,7 +27,15 @@ __all__ = [
     "PayloadHandler",
     "ReplyCheck",
     "WrongReply",
+    "DEFAULT_MAX_PENDING",
+    "DEFAULT_MAX_PENDING_BYTES",
 ]
+
+#: Requests of one served subject that may wait for a free handler slot
+#: (per subscription, i.e. per verb and process) before new ones are refused.
+DEFAULT_MAX_PENDING = 1000
+#: Bytes of requests that may wait so, whatever their number.
+DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
 
 
 @attrs.frozen
@@ -73,7 +81,10 @@ PayloadHandler = Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]]]
 @runtime_checkable
 class Subscription(Protocol):
     """A served subject. ``stop()`` stops new deliveries and waits for the
-    in-flight handlers of this subscription to finish."""
+    in-flight handlers of this subscription (and the requests waiting for a
+    slot) to finish. When the body gives up waiting (its ``drain_timeout``)
+    it cancels ``stop()``: the subscription should then answer what is still
+    waiting or running with ``Unavailable`` and cancel those handlers."""
 
     async def stop(self) -> None: ...
 
@@ -111,11 +122,24 @@ class Bus(Protocol):
         """Send without waiting for a reply (one member of each queue group)."""
 
     async def serve(
-        self, subject: str, queue: str, handler: RawHandler, *, max_concurrency: int
+        self,
+        subject: str,
+        queue: str,
+        handler: RawHandler,
+        *,
+        max_concurrency: int,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> Subscription:
         """Deliver requests on ``subject`` to ``handler``, sharing them with the
         other members of queue group ``queue``; run up to ``max_concurrency``
-        handlers at once."""
+        handlers at once. Requests beyond that wait, up to ``max_pending`` of
+        them and ``max_pending_bytes`` of request bytes; beyond those the bus
+        answers at once with an ``Unavailable`` error reply carrying
+        ``details.retry_after`` (``cbs.kernel.transport.Intake`` does the
+        counting). A waiting request whose ``cbs-deadline`` header has passed
+        when its turn comes is answered ``Timeout`` without running. The body
+        always passes both keywords: a transport must accept them."""
 
     async def close(self) -> None:
         """Drain and disconnect: in-flight requests complete first."""

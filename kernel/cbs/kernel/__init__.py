@@ -20,6 +20,7 @@ from cbs.kernel.cell import CATEGORIES, Cell
 from cbs.kernel.config import Config, Option, number
 from cbs.kernel.errors import ConfigError, PluginError, UsageError
 from cbs.kernel.middleware import (
+    DEADLINE_HEADER,
     PHASES,
     ClientHandler,
     ClientMiddleware,
@@ -29,6 +30,7 @@ from cbs.kernel.middleware import (
     ServerMiddleware,
     Target,
     current_request,
+    deadline_left,
 )
 from cbs.kernel.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, PluginInfo, hookimpl
 from cbs.kernel.registries import (
@@ -58,6 +60,7 @@ __all__ = [
     "ClientMiddleware",
     "CommandRegistry",
     "Config",
+    "DEADLINE_HEADER",
     "ConfigError",
     "Directory",
     "DurableSender",
@@ -81,6 +84,7 @@ __all__ = [
     "TransportState",
     "UsageError",
     "current_request",
+    "deadline_left",
     "hookimpl",
     "number",
     "parse_target",

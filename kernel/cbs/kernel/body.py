@@ -18,9 +18,19 @@ from typing import Any
 import attrs
 import pluggy
 
-from cbs.contracts import Bus, Cell, Envelope, Subscription, Unavailable, codec
+from cbs.contracts import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    Bus,
+    Cell,
+    Envelope,
+    Subscription,
+    Unavailable,
+    codec,
+)
 from cbs.contracts.envelope import check_name
 from cbs.kernel.capabilities import Capabilities, DurableSender
+from cbs.kernel.cell import Cell as KernelCell
 from cbs.kernel.config import Config, resolve
 from cbs.kernel.errors import ConfigError
 from cbs.kernel.hooks import call_registration, notify
@@ -241,6 +251,7 @@ class Body:
         await cell.start()
         serving = _Serving(cell)
         self._serving.append(serving)
+        max_pending, max_pending_bytes = self._pending_limits(cell)
         for endpoint in cell.endpoints:
             served = Served(cell, endpoint)
             serving.subscriptions.append(
@@ -249,15 +260,29 @@ class Body:
                     served.queue_group,
                     server_path(served, server_mw),
                     max_concurrency=cell.max_concurrency,
+                    max_pending=max_pending,
+                    max_pending_bytes=max_pending_bytes,
                 )
             )
         await self._notify("cbs_cell_started", body=self, cell=cell)
         return serving
 
+    def _pending_limits(self, cell: Cell) -> tuple[int, int]:
+        """How many requests (and bytes) of each verb of ``cell`` may wait for
+        a handler: the cell's own limits (``cbs.kernel.Cell``), else the
+        ``max_pending`` and ``max_pending_bytes`` options."""
+        count = int(self.config.get("max_pending", DEFAULT_MAX_PENDING))
+        size = int(self.config.get("max_pending_bytes", DEFAULT_MAX_PENDING_BYTES))
+        if isinstance(cell, KernelCell):
+            count = count if cell.max_pending is None else cell.max_pending
+            size = size if cell.max_pending_bytes is None else cell.max_pending_bytes
+        return count, size
+
     async def _retire(self, serving: _Serving, *, drain: bool) -> None:
         """Stop a served cell of a running body: no new requests, those in
-        flight finish (up to ``drain_timeout``; not waited for without
-        ``drain``), then the cell stops."""
+        flight finish (up to ``drain_timeout``; without ``drain``, those not
+        done at once are answered ``Unavailable`` and cancelled), then the
+        cell stops."""
         await self._notify("cbs_cell_stopping", body=self, cell=serving.cell, swallow=True)
         self._serving.remove(serving)
         await self._drain(serving.subscriptions, self._drain_timeout() if drain else 0.0)
@@ -268,15 +293,18 @@ class Body:
 
     async def _drain(self, subscriptions: list[Subscription], timeout: float) -> None:
         """Stop subscriptions, waiting up to ``timeout`` for their in-flight
-        handlers; past it they go on finishing in the background."""
+        handlers; past it their ``stop()`` is cancelled: the transport answers
+        what still runs or waits with ``Unavailable`` and cancels it."""
         if not subscriptions:
             return
         stopping = asyncio.gather(*(s.stop() for s in subscriptions), return_exceptions=True)
         try:
-            await asyncio.wait_for(asyncio.shield(stopping), max(timeout, 0.05))
+            await asyncio.wait_for(stopping, max(timeout, 0.05))
         except TimeoutError:
             if timeout:
-                log.warning("drain: handlers still running after %g s; stopping anyway", timeout)
+                log.warning(
+                    "drain: handlers still running after %g s; answered Unavailable", timeout
+                )
 
     async def _stop_cell(self, cell: Cell) -> None:
         try:
@@ -307,7 +335,8 @@ class Body:
 
     async def remove_cell(self, cell_id: str, *, drain: bool = True) -> Cell:
         """Stop serving the cell and uninstall it: it takes no new request,
-        those in flight finish (``drain``), then it is unsubscribed and
+        those in flight finish (``drain``; else they are answered
+        ``Unavailable`` and cancelled), then it is unsubscribed and
         stopped. ``KeyError`` for an unknown id. Returns the cell."""
         if cell_id not in self.cells:
             raise KeyError(cell_id)

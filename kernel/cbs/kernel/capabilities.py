@@ -61,6 +61,12 @@ class TransportState(Capability):
         """Inbound messages dropped because they could not be parsed."""
         return 0
 
+    @property
+    def refused_requests(self) -> int:
+        """Requests answered ``Unavailable`` at once because their verb had
+        ``max_pending`` requests (or ``max_pending_bytes``) waiting already."""
+        return 0
+
 
 class Directory(Capability):
     """Who serves what on a shared bus (for ``cbs cells`` and ``cbs call``)."""

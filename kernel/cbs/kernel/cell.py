@@ -52,7 +52,10 @@ class Cell:
     """A cell: identity (the manifest) plus one endpoint per verb.
 
     ``max_concurrency`` bounds how many requests this cell handles at once in
-    one process; requests beyond it wait in the transport.
+    one process; requests beyond it wait in the transport, up to
+    ``max_pending`` requests and ``max_pending_bytes`` bytes per verb (default:
+    the body's ``max_pending`` and ``max_pending_bytes`` options); beyond
+    those, callers get ``Unavailable`` at once.
     """
 
     def __init__(
@@ -66,6 +69,8 @@ class Cell:
         name: str | None = None,
         language: str = "python",
         max_concurrency: int = 100,
+        max_pending: int | None = None,
+        max_pending_bytes: int | None = None,
         error_schema: str = ERROR_SCHEMA,
         publishes: Sequence[str] = (),
     ) -> None:
@@ -75,6 +80,10 @@ class Cell:
             raise ValueError(f"cell {id}: category must be one of {', '.join(CATEGORIES)}")
         if max_concurrency < 1:
             raise ValueError(f"cell {id}: max_concurrency must be at least 1")
+        limits = {"max_pending": max_pending, "max_pending_bytes": max_pending_bytes}
+        for field, limit in limits.items():
+            if limit is not None and limit < 0:
+                raise ValueError(f"cell {id}: {field} must be at least 0")
         if SEMVER_RE.fullmatch(version) is None:
             raise ValueError(f"cell {id}: version {version!r} is not a semantic version (1.2.3)")
         self.category = category
@@ -83,6 +92,8 @@ class Cell:
         self.name = name or id.replace("_", " ").capitalize()
         self.language = language
         self.max_concurrency = max_concurrency
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self.error_schema = check_schema(error_schema, "error_schema")
         self.publishes = tuple(publishes)
         self._endpoints: dict[str, Endpoint] = {}

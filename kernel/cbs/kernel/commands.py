@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
+from cbs.contracts import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES
 from cbs.kernel.arguments import PAYLOAD_HELP, parse_target, read_payload
 from cbs.kernel.capabilities import Directory
 from cbs.kernel.config import number
@@ -37,6 +38,24 @@ def cbs_add_options(options: OptionRegistry) -> None:
         type=number(float, above=0),
         env="CBS_REQUEST_TIMEOUT",
         metavar="SECONDS",
+    )
+    options.add(
+        "max_pending",
+        help="requests of one verb that may wait for a free handler before callers get"
+        f" Unavailable (default: {DEFAULT_MAX_PENDING})",
+        default=DEFAULT_MAX_PENDING,
+        type=number(int, at_least=0),
+        env="CBS_MAX_PENDING",
+        metavar="N",
+    )
+    options.add(
+        "max_pending_bytes",
+        help="bytes of requests of one verb that may wait so"
+        f" (default: {DEFAULT_MAX_PENDING_BYTES}, 16 MiB)",
+        default=DEFAULT_MAX_PENDING_BYTES,
+        type=number(int, at_least=0),
+        env="CBS_MAX_PENDING_BYTES",
+        metavar="BYTES",
     )
     options.add(
         "drain_timeout",

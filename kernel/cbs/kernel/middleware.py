@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -64,7 +65,30 @@ __all__ = [
     "compose",
     "client_chain",
     "server_path",
+    "DEADLINE_HEADER",
+    "deadline_left",
 ]
+
+#: Header carrying the absolute deadline of a request: Unix time in seconds,
+#: as a decimal number with millisecond precision, e.g. ``1767225600.250``.
+#: Whoever sets it (cbs-breaker's attempt timeout does) promises that the
+#: caller has given up by then: transports do not start queued requests whose
+#: deadline has passed, and cbs-breaker's server guard cuts handlers off at it.
+DEADLINE_HEADER = "cbs-deadline"
+
+
+def deadline_left(raw: str | None, now: float) -> float | None:
+    """Seconds left before a ``cbs-deadline`` value at Unix time ``now``
+    (negative once passed; ``None`` for no value or one that is not a
+    finite number, which is ignored)."""
+    if raw is None:
+        return None
+    try:
+        deadline = float(raw)
+    except ValueError:
+        return None
+    return deadline - now if math.isfinite(deadline) else None
+
 
 #: Middleware phases, outermost first. Client side: ``outermost`` (sees the
 #: whole call, e.g. fault injection), ``observe`` (tracing, metrics: one span
@@ -171,9 +195,10 @@ def client_chain(bus: Bus, target: Target, factories: Sequence[ClientMiddleware]
     return handler
 
 
-def _salvage(data: bytes, served: Served) -> Envelope | None:
-    """A request-shaped envelope to address an error reply to, from bytes that
-    failed to decode, when they hold a usable id (else ``None``)."""
+def _salvage(data: bytes, service: str, verb: str, schema: str) -> Envelope | None:
+    """A request-shaped envelope to address an error reply to, from request
+    bytes that were not decoded (or failed to), when they hold a usable id
+    (else ``None``). Only the id is read from ``data``."""
     try:
         obj = orjson.loads(data)
         ident = obj["id"] if isinstance(obj, dict) else None
@@ -181,13 +206,7 @@ def _salvage(data: bytes, served: Served) -> Envelope | None:
         return None
     if not isinstance(ident, str) or UUID4_RE.fullmatch(ident) is None:
         return None
-    return Envelope(
-        id=ident,
-        service=served.cell.service,
-        verb=served.endpoint.verb,
-        schema=served.endpoint.schema,
-        payload={},
-    )
+    return Envelope(id=ident, service=service, verb=verb, schema=schema, payload={})
 
 
 def server_path(served: Served, factories: Sequence[ServerMiddleware]) -> RawHandler:
@@ -242,7 +261,7 @@ def server_path(served: Served, factories: Sequence[ServerMiddleware]) -> RawHan
             if request.payload is None:
                 raise BadRequest("A request must carry a payload")
         except BadRequest as exc:
-            addressed = _salvage(data, served) or Envelope.request(
+            addressed = _salvage(data, service, verb, endpoint.schema) or Envelope.request(
                 service, verb, {}, schema=endpoint.schema
             )
             return fail(addressed, exc)

@@ -18,21 +18,63 @@ hands it to :meth:`Bus.serve`. This module is public for transport authors
 * :func:`drive` -- finish such a coroutine in the calling task from where it
   first waited (what a task would do), for transports that call handlers
   inline (the in-process bus).
+* :class:`Intake` -- the bookkeeping of one served subject under load: up to
+  ``max_concurrency`` handlers run, up to ``max_pending`` requests (and
+  ``max_pending_bytes``) wait in the transport's own queue, the rest are
+  refused at once with an ``Unavailable`` reply that carries
+  ``details.retry_after``; refusals are counted and logged (one WARNING line
+  per second and subject at most).
+* :func:`error_reply` -- the encoded error reply to raw request bytes that
+  were not handled (refused, expired, cut off), addressed to the request's id
+  when it has a usable one; :func:`expired` -- whether a request's
+  ``cbs-deadline`` header has passed (such a request is not started).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
-from cbs.contracts import RawHandler
-from cbs.kernel.middleware import Served, ServerMiddleware, server_path
+from cbs.contracts import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    ERROR_SCHEMA,
+    BadRequest,
+    CbsError,
+    Envelope,
+    RawHandler,
+    Unavailable,
+    codec,
+    parse_subject,
+)
+from cbs.kernel.middleware import (
+    DEADLINE_HEADER,
+    Served,
+    ServerMiddleware,
+    _salvage,
+    deadline_left,
+    server_path,
+)
 
-__all__ = ["start_eagerly", "drive", "endpoint_handler", "Served"]
+__all__ = [
+    "start_eagerly",
+    "drive",
+    "endpoint_handler",
+    "Served",
+    "Intake",
+    "error_reply",
+    "expired",
+]
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+
+log = logging.getLogger("cbs.transport")
 
 
 def endpoint_handler(served: Served, factories: Sequence[ServerMiddleware]) -> RawHandler:
@@ -79,3 +121,176 @@ def start_eagerly(
     except StopIteration:
         return None
     return loop.create_task(drive(coro, waiting), context=context)
+
+
+def error_reply(data: bytes, subject: str, error: CbsError) -> bytes:
+    """The encoded error reply to the request ``data`` received on
+    ``subject``, for a request the transport answers without running its
+    handler (refused, expired, cut off at the drain timeout). It answers the
+    request's id when the bytes hold a usable one, so the caller's check
+    accepts it; only the id is read, the request is not decoded."""
+    try:
+        service, verb = parse_subject(subject)
+    except BadRequest:  # not a verb's subject (a control subject): use the envelope's own
+        try:
+            request = codec.decode(data)
+        except BadRequest:
+            request = Envelope.request("cbs", "unknown", {}, schema=ERROR_SCHEMA)
+    else:
+        request = _salvage(data, service, verb, ERROR_SCHEMA) or Envelope.request(
+            service, verb, {}, schema=ERROR_SCHEMA
+        )
+    return codec.encode(request.error_reply(error))
+
+
+def expired(headers: Mapping[str, str] | None) -> bool:
+    """Whether the request's ``cbs-deadline`` header has passed (its caller
+    has given up: do not start it)."""
+    if not headers:
+        return False
+    left = deadline_left(headers.get(DEADLINE_HEADER), time.time())
+    return left is not None and left <= 0
+
+
+class Intake(Generic[Item]):
+    """Admission for one served subject: a transport asks :meth:`try_run`
+    for each delivered request (a free handler slot: run it now), else
+    :meth:`try_queue` (room in the bounded queue: it waits), else answers with
+    :meth:`refusal` at once. When a handler ends, :meth:`finished` hands its
+    slot to the oldest waiting item, if any (the transport starts it, after
+    checking :func:`expired`). Items are whatever the transport queues (a
+    message, a future). ``on_refused`` is called for each refusal (a
+    transport's running total for ``TransportState.refused_requests``)."""
+
+    #: Seconds between two WARNING lines about refusals on one subject.
+    WARN_EVERY = 1.0
+
+    def __init__(
+        self,
+        subject: str,
+        *,
+        max_concurrency: int,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        on_refused: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.subject = subject
+        self.max_concurrency = max_concurrency
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.running = 0
+        self.pending_bytes = 0
+        self.refused = 0
+        self._waiting: deque[tuple[Item, int]] = deque()
+        self._on_refused = on_refused
+        self._clock = clock
+        self._seconds: float | None = None  # moving average of a handler's run time
+        self._unreported = 0
+        self._reported_at = -self.WARN_EVERY
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for a slot."""
+        return len(self._waiting)
+
+    def try_run(self) -> bool:
+        """Take a free handler slot (``False``: all are busy)."""
+        if self.running < self.max_concurrency:
+            self.running += 1
+            return True
+        return False
+
+    def try_queue(self, item: Item, size: int) -> bool:
+        """Queue ``item`` (a request of ``size`` bytes) if there is room."""
+        if len(self._waiting) >= self.max_pending or (
+            self.pending_bytes + size > self.max_pending_bytes
+        ):
+            return False
+        self._waiting.append((item, size))
+        self.pending_bytes += size
+        return True
+
+    def withdraw(self, item: Item) -> bool:
+        """Take a waiting ``item`` out of the queue (its caller gave up)."""
+        for entry in self._waiting:
+            if entry[0] is item:
+                self._waiting.remove(entry)
+                self.pending_bytes -= entry[1]
+                return True
+        return False
+
+    def finished(self, started: float | None = None) -> Item | None:
+        """A handler slot is free again (its handler ran since ``started``,
+        a :attr:`clock` reading, or it was not used: ``None``). Returns the
+        oldest waiting item, which now holds the slot, or ``None``."""
+        if started is not None:
+            took = self._clock() - started
+            seconds = self._seconds
+            self._seconds = took if seconds is None else seconds + (took - seconds) / 8
+        if self._unreported:
+            self._report()
+        if self._waiting:
+            item, size = self._waiting.popleft()
+            self.pending_bytes -= size
+            return item
+        self.running -= 1
+        if self.running == 0 and self._idle is not None:
+            self._idle.set()
+        return None
+
+    def take_waiting(self) -> list[Item]:
+        """Empty the queue and return what waited (to answer it: stopping)."""
+        items = [item for item, _ in self._waiting]
+        self._waiting.clear()
+        self.pending_bytes = 0
+        return items
+
+    async def idle(self) -> None:
+        """Wait until no handler runs and nothing waits."""
+        while self.running or self._waiting:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+
+    def clock(self) -> float:
+        return self._clock()
+
+    def retry_after(self) -> float:
+        """Seconds after which a refused caller may find room: the time to
+        work off what runs and waits now, at the measured handler time."""
+        seconds = 1.0 if self._seconds is None else self._seconds
+        backlog = (self.running + len(self._waiting)) / self.max_concurrency
+        return round(min(max(seconds * backlog, 0.01), 300.0), 3)
+
+    def refusal(self, data: bytes) -> bytes:
+        """Count a refused request and return its encoded ``Unavailable`` reply."""
+        self.refused += 1
+        self._unreported += 1
+        if self._on_refused is not None:
+            self._on_refused()
+        if self._clock() - self._reported_at >= self.WARN_EVERY:
+            self._report()
+        error = Unavailable(
+            "Too many requests waiting; retry later",
+            details={"retry_after": self.retry_after()},
+        )
+        return error_reply(data, self.subject, error)
+
+    def _report(self) -> None:
+        now = self._clock()
+        since = now - self._reported_at
+        if since < self.WARN_EVERY:
+            return
+        window = min(since, self.WARN_EVERY) if self._reported_at < 0 else since
+        log.warning(
+            "%s: %d requests refused (Unavailable) in the last %.1f s, queue full"
+            " (%d pending, %d bytes)",
+            self.subject,
+            self._unreported,
+            window,
+            len(self._waiting),
+            self.pending_bytes,
+        )
+        self._unreported = 0
+        self._reported_at = now

@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from cbs.contracts import Bus, Cell, NoResponders, Timeout, codec
+from cbs.contracts import Bus, CbsError, Cell, NoResponders, Timeout, Unavailable, codec
 from cbs.kernel import Body, Served, TransportState, current_request
 from cbs.kernel import Cell as KernelCell
 from cbs.kernel.transport import endpoint_handler
@@ -164,6 +164,44 @@ class TransportConformance:
         body = await self._body(make_body, cbs_transport, cell)
         await asyncio.gather(*(body.request("conformance", "work", {}) for _ in range(12)))
         assert peak == 3
+
+    async def test_past_max_pending_a_request_is_refused_with_retry_after(
+        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+    ) -> None:
+        started = asyncio.Event()
+        cell = KernelCell(
+            "conformance_queued",
+            service="conformance",
+            category="logic",
+            version="1.0.0",
+            purpose="one at a time, one waiting",
+            max_concurrency=1,
+            max_pending=1,
+        )
+
+        @cell.verb("work", schema="conformance/v1/Any")
+        async def work(payload: dict[str, Any]) -> dict[str, Any]:
+            started.set()
+            await asyncio.sleep(float(payload["seconds"]))
+            return {"n": payload["n"]}
+
+        async def call(n: int, seconds: float) -> dict[str, Any] | CbsError:
+            try:
+                return await body.request("conformance", "work", {"n": n, "seconds": seconds})
+            except CbsError as exc:
+                return exc
+
+        body = await self._body(make_body, cbs_transport, cell)
+        first = asyncio.ensure_future(call(1, 1.0))
+        await asyncio.wait_for(started.wait(), 5)
+        # While 1 runs, one of 2 and 3 waits; the other is refused at once.
+        rest = await asyncio.gather(call(2, 0), call(3, 0))
+        refused = [r for r in rest if isinstance(r, Unavailable)]
+        assert len(refused) == 1, rest
+        assert refused[0].details is not None and refused[0].details["retry_after"] > 0
+        assert await first == {"n": 1}
+        state = body.capabilities.require(TransportState, needed_by="the conformance suite")
+        assert state.refused_requests == 1
 
     async def test_stopping_a_subscription_lets_in_flight_requests_finish(
         self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest

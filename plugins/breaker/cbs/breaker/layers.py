@@ -41,7 +41,15 @@ from cbs.contracts import (
     Timeout,
     Unavailable,
 )
-from cbs.kernel import ClientHandler, Served, ServerHandler, Target, current_request
+from cbs.kernel import (
+    DEADLINE_HEADER,
+    ClientHandler,
+    Served,
+    ServerHandler,
+    Target,
+    current_request,
+    deadline_left,
+)
 
 __all__ = [
     "HEADER",
@@ -61,7 +69,9 @@ log = logging.getLogger("cbs.breaker")
 
 #: Header carrying the absolute deadline of an attempt: Unix time in seconds,
 #: as a decimal number with millisecond precision, e.g. ``1767225600.250``.
-HEADER = "cbs-deadline"
+#: The kernel's :data:`cbs.kernel.DEADLINE_HEADER` (transports do not start a
+#: queued request once it has passed).
+HEADER = DEADLINE_HEADER
 
 ClientFactory = Callable[[Target, ClientHandler], ClientHandler]
 
@@ -75,17 +85,6 @@ class CircuitOpen(Unavailable):
 class BulkheadFull(Unavailable):
     """The target has ``max_concurrent`` calls in flight and ``max_queue``
     waiting: the call failed fast. Code ``Unavailable``; never retried."""
-
-
-def _left(raw: str | None, now: float) -> float | None:
-    """Seconds left before a ``cbs-deadline`` value (``None``: none or bad)."""
-    if raw is None:
-        return None
-    try:
-        deadline = float(raw)
-    except ValueError:
-        return None
-    return deadline - now if math.isfinite(deadline) else None
 
 
 #: The deadline (Unix time) of the request being handled, set by the deadline
@@ -106,7 +105,7 @@ def remaining(default: float | None = None) -> float | None:
         headers = current_request().headers
     except LookupError:
         return default
-    left = _left(headers.get(HEADER), time.time())
+    left = deadline_left(headers.get(HEADER), time.time())
     return default if left is None else left
 
 
@@ -132,7 +131,7 @@ def deadline_layer(limit: float) -> ClientFactory:
                 now = wall()
                 if upstream is not None and upstream - now < timeout:
                     timeout = upstream - now
-                left = _left(given, now)
+                left = deadline_left(given, now)
                 if left is not None and left < timeout:
                     timeout = left
                 if timeout <= 0:

@@ -82,11 +82,19 @@ def _transport(state: TransportState | None) -> Iterator[Metric]:
         "Inbound messages the transport dropped because it could not parse them",
         labels=[],
     )
+    refused = CounterMetricFamily(
+        "cbs_server_refused_requests",
+        "Requests answered Unavailable at once because their verb's queue of"
+        " waiting requests was full (max_pending, max_pending_bytes)",
+        labels=[],
+    )
     if state is not None:
         wrong.add_metric([], state.wrong_replies)
         malformed.add_metric([], state.malformed_messages)
+        refused.add_metric([], state.refused_requests)
     yield wrong
     yield malformed
+    yield refused
 
 
 def _build(stats: BodyStats | None) -> Iterator[Metric]:

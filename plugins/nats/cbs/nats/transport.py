@@ -10,9 +10,18 @@
   connection -> ``Unavailable``.
 * Serving subscribes ``cbs.{service}.{verb}`` in queue group ``{service}``.
   nats-py awaits a subscription's callback one message at a time, so the
-  callback only takes a concurrency slot and spawns the handler: up to
-  ``max_concurrency`` handlers run at once; beyond that the callback waits and
-  messages queue in the subscription (bounded by nats-py's pending limits).
+  callback never waits: it starts the handler if one of ``max_concurrency``
+  slots is free, else queues the message in our own bounded queue
+  (``max_pending`` messages, ``max_pending_bytes``), else answers at once
+  with ``Unavailable`` and ``details.retry_after`` (see
+  ``cbs.kernel.transport.Intake``). nats-py's own pending limits on the
+  subscription are set above ours, so it drops nothing silently before we
+  refuse; if it ever does (a stalled event loop), a WARNING says so. A queued
+  message whose ``cbs-deadline`` has passed is answered ``Timeout`` unrun.
+* A reply larger than the server's ``max_payload`` becomes an ``Internal``
+  error reply saying so. A subscription told to give up draining (its
+  ``stop()`` cancelled at the body's drain timeout) answers what still runs
+  or waits with ``Unavailable`` and cancels those handlers.
 * Headers pass through both ways: a request's headers reach the handler.
 * With no URL configured, a private nats-server is started (see server.py).
 """
@@ -23,14 +32,26 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats
 import nats.errors
-from cbs.contracts import NotFound, RawHandler, ReplyCheck, Timeout, Unavailable, WrongReply
+from cbs.contracts import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    CbsError,
+    Internal,
+    NotFound,
+    RawHandler,
+    ReplyCheck,
+    Timeout,
+    Unavailable,
+    WrongReply,
+)
 from cbs.kernel import TransportState
-from cbs.kernel.transport import start_eagerly
+from cbs.kernel.transport import Intake, error_reply, expired, start_eagerly
 from cbs.nats._header_fix import TolerantClient
 from cbs.nats._watchdog import ReadLoopWatchdog, is_receiving
 from cbs.nats.auth import NatsAuth, fatal_reason
@@ -77,34 +98,73 @@ HANDOVER_GRACE = 0.1
 
 
 class NatsSubscription:
-    """A served subject; ``stop()`` drains it and waits for running handlers."""
+    """A served subject; ``stop()`` drains it and waits for running and
+    queued handlers. Cancelled (the body's drain timeout), it answers those
+    with ``Unavailable`` and cancels the handlers still running."""
 
     def __init__(
-        self, nc: Client, subject: str, siblings: list[NatsSubscription] | None = None
+        self,
+        nc: Client,
+        subject: str,
+        intake: Intake[Msg],
+        siblings: list[NatsSubscription] | None = None,
     ) -> None:
         self.nc = nc
         self.subject = subject
         self.sub: Any = None
+        self.intake = intake
+        #: Handlers that wait (those that answer at once need no task).
         self.tasks: set[asyncio.Task[None]] = set()
+        self.cut_off = False
         #: Every served subscription of this subject and queue group on this bus.
         self.siblings = [] if siblings is None else siblings
         self.siblings.append(self)
 
     async def stop(self) -> None:
-        if self in self.siblings:
-            self.siblings.remove(self)
-            if self.siblings and self.nc.is_connected:
-                await asyncio.sleep(HANDOVER_GRACE)  # another one takes over: overlap
-        if self.sub is not None:
-            try:
-                if self.nc.is_connected:
-                    await self.sub.drain()  # messages already received still run
-                else:
-                    await self.sub.unsubscribe()  # no server to flush against
-            except (*_GONE, nats.errors.BadSubscriptionError):
-                pass
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        try:
+            if self in self.siblings:
+                self.siblings.remove(self)
+                if self.siblings and self.nc.is_connected:
+                    await asyncio.sleep(HANDOVER_GRACE)  # another one takes over: overlap
+            await self._unsubscribe(drain=True)
+            await self.intake.idle()
+        except asyncio.CancelledError:
+            await self._give_up()
+            raise
+
+    async def _unsubscribe(self, *, drain: bool) -> None:
+        sub = self.sub
+        if sub is None:
+            return
+        try:
+            if drain and self.nc.is_connected:
+                await sub.drain()  # messages already received are still handled
+            else:
+                await sub.unsubscribe()  # no server to flush against
+        except (*_GONE, nats.errors.BadSubscriptionError):
+            pass
+        self.sub = None
+
+    async def _give_up(self) -> None:
+        self.cut_off = True
+        await self._unsubscribe(drain=False)  # if the drain itself was cut short
+        stopping = Unavailable("The service is stopping; retry elsewhere")
+        for msg in self.intake.take_waiting():
+            await _answer(self.nc, msg, error_reply(msg.data, self.subject, stopping))
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()  # each answers Unavailable as it ends (see serve)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _answer(nc: Client, msg: Msg, data: bytes) -> None:
+    """Send ``data`` as the reply to ``msg`` (if it wants one)."""
+    if msg.reply:
+        try:
+            await nc.publish(msg.reply, data)
+        except _GONE:
+            log.warning("reply on %s lost: connection not usable", msg.subject)
 
 
 class _Replies:
@@ -175,6 +235,9 @@ class NatsBus(TransportState):
         self._served: dict[tuple[str, str], list[NatsSubscription]] = {}
         self._tolerant: TolerantClient | None = None  # kept after close, for its count
         self._watchdog: ReadLoopWatchdog | None = None
+        self._refused = 0
+        self._slow_warned_at = -1.0
+        self._slow_dropped = 0
 
     @property
     def client(self) -> Client:
@@ -211,6 +274,20 @@ class NatsBus(TransportState):
     def capabilities(self) -> Sequence[object]:
         return self._offered
 
+    def _slow_consumer(self, exc: nats.errors.SlowConsumerError) -> None:
+        """nats-py dropped a message (its pending limits): say so, at most
+        once a second."""
+        self._slow_dropped += 1
+        now = time.monotonic()
+        if now - self._slow_warned_at >= 1.0:
+            log.warning(
+                "nats: %d message(s) dropped by the client library (slow consumer) on %s",
+                self._slow_dropped,
+                exc.subject,
+            )
+            self._slow_dropped = 0
+            self._slow_warned_at = now
+
     async def start(self) -> None:
         if not self.urls:
             self.server = await asyncio.to_thread(NatsServer().start)
@@ -218,6 +295,9 @@ class NatsBus(TransportState):
             log.info("embedded nats-server at %s (pid %s)", self.server.url, self.server.pid)
 
         async def on_error(exc: Exception) -> None:
+            if isinstance(exc, nats.errors.SlowConsumerError):
+                self._slow_consumer(exc)
+                return
             log.debug("nats: %s", exc)
             nc = self._nc
             if nc is not None and nc.is_reconnecting:
@@ -329,38 +409,110 @@ class NatsBus(TransportState):
             raise Unavailable("NATS connection is not usable") from None
 
     async def serve(
-        self, subject: str, queue: str, handler: RawHandler, *, max_concurrency: int
+        self,
+        subject: str,
+        queue: str,
+        handler: RawHandler,
+        *,
+        max_concurrency: int,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> NatsSubscription:
         nc = self.client
-        served = NatsSubscription(nc, subject, self._served.setdefault((subject, queue), []))
-        slots = asyncio.Semaphore(max_concurrency)
+        loop = asyncio.get_running_loop()
+        intake: Intake[Msg] = Intake(
+            subject,
+            max_concurrency=max_concurrency,
+            max_pending=max_pending,
+            max_pending_bytes=max_pending_bytes,
+            on_refused=self._count_refusal,
+            clock=loop.time,
+        )
+        served = NatsSubscription(
+            nc, subject, intake, self._served.setdefault((subject, queue), [])
+        )
         tasks = served.tasks
         publish = nc.publish
-        loop = asyncio.get_running_loop()
+        clock = loop.time
 
-        async def handle(msg: Msg) -> None:
+        async def handle(msg: Msg, queued: bool) -> None:
+            started: float | None = clock()
             try:
+                if queued and (served.cut_off or expired(msg.headers)):
+                    started = None
+                    error: CbsError = (
+                        Unavailable("The service is stopping; retry elsewhere")
+                        if served.cut_off
+                        else Timeout("Deadline passed while waiting")
+                    )
+                    await _answer(nc, msg, error_reply(msg.data, subject, error))
+                    return
                 outcome = await handler(msg.data, msg.headers)
                 if msg.reply:
-                    await publish(msg.reply, outcome.data)
+                    data = outcome.data
+                    if len(data) > nc.max_payload:
+                        data = self._too_large(subject, msg, len(data), nc.max_payload)
+                    await publish(msg.reply, data)
+            except asyncio.CancelledError:
+                if served.cut_off:
+                    stopping = Unavailable("The service stopped before answering; retry")
+                    await _answer(nc, msg, error_reply(msg.data, subject, stopping))
+                raise
             except _GONE:
                 log.warning("reply on %s lost: connection not usable", subject)
             except Exception:
                 log.exception("serving %s failed", subject)
             finally:
-                slots.release()
+                following = intake.finished(started)
+                if following is not None:  # its slot goes on: start the next (not nested)
+                    loop.call_soon(start, following, True)
 
-        async def on_message(msg: Msg) -> None:
-            await slots.acquire()
+        def start(msg: Msg, queued: bool) -> None:
             # A task only for handlers that wait: most answer at once.
-            task = start_eagerly(handle(msg), loop)
+            task = start_eagerly(handle(msg, queued), loop)
             if task is not None:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
-        served.sub = await nc.subscribe(subject, queue=queue, cb=on_message)
+        async def on_message(msg: Msg) -> None:
+            # Never waits for a slot: nats-py delivers one message at a time.
+            if intake.try_run():
+                start(msg, False)
+            elif not intake.try_queue(msg, len(msg.data)):
+                await _answer(nc, msg, intake.refusal(msg.data))
+
+        # nats-py's own queue only holds what our callback has not seen yet;
+        # its limits sit above ours, so it is never the one to drop.
+        served.sub = await nc.subscribe(
+            subject,
+            queue=queue,
+            cb=on_message,
+            pending_msgs_limit=max_pending + max_concurrency + 1024,
+            pending_bytes_limit=max_pending_bytes + 2 * nc.max_payload,
+        )
         await nc.flush()  # served once start() returns: the server has the interest
         return served
+
+    def _count_refusal(self) -> None:
+        self._refused += 1
+
+    @property
+    def refused_requests(self) -> int:
+        return self._refused
+
+    @staticmethod
+    def _too_large(subject: str, msg: Msg, size: int, limit: int) -> bytes:
+        log.error(
+            "reply on %s is %d bytes, over the server's max_payload of %d: answered Internal",
+            subject,
+            size,
+            limit,
+        )
+        error = Internal(
+            "Reply too large for the bus",
+            details={"reply_bytes": size, "max_payload": limit},
+        )
+        return error_reply(msg.data, subject, error)
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
