@@ -18,7 +18,9 @@ collect :class:`TransportConformance` in a test module::
     class TestMyTransport(TransportConformance):
         pass
 
-Every test builds real bodies through the ``make_body`` fixture of the kit
+Every test takes ``cbs_transport`` before ``make_body``, so that a server the
+transport fixture starts outlives the bodies. Every test builds real bodies
+through the ``make_body`` fixture of the kit
 and speaks only through the ``cbs.contracts.Bus`` protocol and ``Body``, so
 what passes here works under every plugin CBS has. Needs pytest-asyncio.
 """
@@ -93,7 +95,7 @@ class TransportConformance:
         return body
 
     async def test_a_request_gets_its_reply_with_headers(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         body = await self._body(make_body, cbs_transport, _probe_cell())
         reply = await body.request(
@@ -102,7 +104,7 @@ class TransportConformance:
         assert reply == {"echo": {"n": 1, "text": "ü"}, "tag": "a", "header": "yes"}
 
     async def test_nobody_serving_is_no_responders(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         body = await self._body(make_body, cbs_transport)
         try:
@@ -112,7 +114,7 @@ class TransportConformance:
         raise AssertionError("expected NoResponders")
 
     async def test_a_slow_handler_is_a_timeout(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         body = await self._body(make_body, cbs_transport, _probe_cell())
         try:
@@ -122,7 +124,7 @@ class TransportConformance:
         raise AssertionError("expected Timeout")
 
     async def test_a_queue_group_shares_the_requests(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         body = await self._body(make_body, cbs_transport, _probe_cell("a"))
         other = _probe_cell("b")
@@ -140,7 +142,7 @@ class TransportConformance:
         assert after == {"a"}
 
     async def test_max_concurrency_bounds_running_handlers(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         running = peak = 0
         cell = KernelCell(
@@ -166,7 +168,7 @@ class TransportConformance:
         assert peak == 3
 
     async def test_past_max_pending_a_request_is_refused_with_retry_after(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         started = asyncio.Event()
         cell = KernelCell(
@@ -204,7 +206,7 @@ class TransportConformance:
         assert state.refused_requests == 1
 
     async def test_stopping_a_subscription_lets_in_flight_requests_finish(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         body = await self._body(make_body, cbs_transport, _probe_cell())
         pending = [
@@ -216,7 +218,7 @@ class TransportConformance:
         assert [r["slept"] for r in await asyncio.gather(*pending)] == [True] * 5
 
     async def test_publish_reaches_a_member_without_a_reply(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         seen: list[dict[str, Any]] = []
         cell = KernelCell(
@@ -237,7 +239,7 @@ class TransportConformance:
         await _wait_for(lambda: seen == [{"n": 7}])
 
     async def test_undecodable_bytes_get_a_bad_request_reply(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         body = await self._body(make_body, cbs_transport, _probe_cell())
         bus: Bus | None = body.bus
@@ -249,7 +251,7 @@ class TransportConformance:
         assert (await body.request("conformance", "echo", {}))["tag"] == "a"
 
     async def test_the_transport_offers_its_state(
-        self, make_body: Callable[..., Body], cbs_transport: TransportUnderTest
+        self, cbs_transport: TransportUnderTest, make_body: Callable[..., Body]
     ) -> None:
         body = await self._body(make_body, cbs_transport)
         state = body.capabilities.require(TransportState, needed_by="the conformance suite")
