@@ -61,6 +61,13 @@ class TransportState(Capability):
         """Inbound messages dropped because they could not be parsed."""
         return 0
 
+    def may_subscribe(self, subject: str, queue: str | None = None) -> bool:
+        """Whether the bus would let this body subscribe to ``subject`` (in
+        ``queue``): false only when the transport knows its identity may not
+        (NATS permissions), so that a plugin can skip an optional responder
+        instead of being refused."""
+        return True
+
 
 class Directory(Capability):
     """Who serves what on a shared bus (for ``cbs cells`` and ``cbs call``)."""
