@@ -67,6 +67,13 @@ class TransportState(Capability):
         ``max_pending`` requests (or ``max_pending_bytes``) waiting already."""
         return 0
 
+    def may_subscribe(self, subject: str, queue: str | None = None) -> bool:
+        """Whether the bus would let this body subscribe to ``subject`` (in
+        ``queue``): false only when the transport knows its identity may not
+        (NATS permissions), so that a plugin can skip an optional responder
+        instead of being refused."""
+        return True
+
 
 class Directory(Capability):
     """Who serves what on a shared bus (for ``cbs cells`` and ``cbs call``)."""

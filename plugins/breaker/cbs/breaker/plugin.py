@@ -7,6 +7,7 @@ by the kernel, never through a hook per message.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -23,6 +24,7 @@ from cbs.kernel import (
     OptionRegistry,
     StashKey,
     Target,
+    TransportState,
     hookimpl,
 )
 
@@ -37,6 +39,8 @@ TABLE: StashKey[BreakerTable] = StashKey()
 RESPONDER: StashKey[Responder] = StashKey()
 SETTINGS: StashKey[Settings] = StashKey()
 GAUGE: StashKey[tuple[CollectorRegistry, BreakerCollector]] = StashKey()
+
+log = logging.getLogger("cbs.breaker")
 
 #: Where each layer sits among the client middleware: (phase, order). The
 #: first four in phase ``resilience`` (outside any per-attempt middleware),
@@ -179,9 +183,18 @@ async def cbs_body_started(body: Body) -> None:
     bus = body.bus
     if bus is None or not bus.shared:
         return
-    from cbs.breaker.report import Responder
+    from cbs.breaker.report import QUERY_SUBJECT, Responder
 
     responder = Responder(bus, body.stash[TABLE])
+    transport = body.capabilities.get(TransportState)
+    if transport is not None and not transport.may_subscribe(QUERY_SUBJECT, responder.queue):
+        # INFO where it matters (a body serving cells); one-shot commands stay quiet
+        log.log(
+            logging.INFO if body.served_cells else logging.DEBUG,
+            "breaker: not answering %s: this body's identity may not subscribe",
+            QUERY_SUBJECT,
+        )
+        return
     await responder.start()
     body.stash[RESPONDER] = responder
 

@@ -107,6 +107,7 @@ class Responder:
         self.bus = bus
         self.table = table
         self.sub: Subscription | None = None
+        self.queue = f"breaker_{table.instance}"  # a group of one: every body hears each query
 
     async def start(self) -> None:
         bus, table = self.bus, self.table
@@ -121,8 +122,7 @@ class Responder:
                 await bus.publish(reply_to, orjson.dumps(table.message()))
             return _NOTHING
 
-        queue = f"breaker_{table.instance}"  # a group of one: every body hears each query
-        self.sub = await bus.serve(QUERY_SUBJECT, queue, answer, max_concurrency=4)
+        self.sub = await bus.serve(QUERY_SUBJECT, self.queue, answer, max_concurrency=4)
 
     async def stop(self) -> None:
         sub, self.sub = self.sub, None
@@ -206,9 +206,13 @@ async def cells_field(body: Body, cells: list[dict[str, Any]]) -> dict[str, Any]
     callers on the bus hold for each cell's verbs. With no shared bus, the
     breakers of this process."""
     from cbs.breaker.plugin import TABLE
+    from cbs.kernel import TransportState
 
     bus = body.bus  # started by the transport's discovery when there is a shared bus
     if bus is not None and bus.shared:
+        transport = body.capabilities.get(TransportState)
+        if transport is not None and not transport.may_subscribe(_REPLY_PREFIX + "query"):
+            return {}  # an identity that may not ask (not admin, under NATS permissions)
         return summarize(cells, await gather(bus))
     table = body.stash.get(TABLE, None)
     return summarize(cells, [table.message()] if table is not None else [])

@@ -55,6 +55,9 @@ class Responder:
         self.state = state
         self.cells = cells
         self.instance = uuid.uuid4().hex[:12]
+        self.queue = f"chaos_{self.instance}"  # a group of one: every body hears ALL
+        #: The subjects it subscribes to, in ``queue``.
+        self.subjects = (ALL, PREFIX + self.instance)
         self.subs: list[Subscription] = []
 
     def apply(self, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,9 +103,8 @@ class Responder:
                 await bus.publish(reply_to, orjson.dumps(reply))
             return _NOTHING
 
-        queue = f"chaos_{self.instance}"  # a group of one: every body hears ALL
-        for subject in (ALL, PREFIX + self.instance):
-            self.subs.append(await bus.serve(subject, queue, answer, max_concurrency=1))
+        for subject in self.subjects:
+            self.subs.append(await bus.serve(subject, self.queue, answer, max_concurrency=1))
 
     async def stop(self) -> None:
         subs, self.subs = self.subs, []

@@ -7,6 +7,7 @@ endpoint by the kernel, never through a hook per message.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from cbs.kernel import (
@@ -18,6 +19,7 @@ from cbs.kernel import (
     OptionRegistry,
     StashKey,
     Target,
+    TransportState,
     hookimpl,
 )
 
@@ -30,6 +32,8 @@ RESPONDER: StashKey[Responder] = StashKey()
 #: Set to False before a body starts to keep it off the control subjects
 #: (``cbs chaos`` itself does, so that it does not answer its own messages).
 LISTEN: StashKey[bool] = StashKey()
+
+log = logging.getLogger("cbs.chaos")
 
 #: Client side: phase observe, just inside tracing (0), outside metrics (10)
 #: and the resilience layers, so spans, metrics and breakers all see faults.
@@ -96,6 +100,16 @@ async def cbs_body_started(body: Body) -> None:
     from cbs.chaos.control import Responder
 
     responder = Responder(bus, body.stash[STATE], lambda: [c.id for c in body.served_cells])
+    transport = body.capabilities.get(TransportState)
+    if transport is not None and not all(
+        transport.may_subscribe(subject, responder.queue) for subject in responder.subjects
+    ):
+        # INFO where it matters (a body serving cells); one-shot commands stay quiet
+        log.log(
+            logging.INFO if body.served_cells else logging.DEBUG,
+            "chaos: not answering $CBS.CHAOS.*: this body's identity may not subscribe",
+        )
+        return
     await responder.start()
     body.stash[RESPONDER] = responder
 

@@ -24,8 +24,8 @@ handled: such a message is dropped, counted in ``malformed_messages`` and
 logged (the 1st, 2nd, 4th, 8th, ... time), and the loop reads on. Other
 failures still end the loop; ``cbs.nats._watchdog`` reconnects then.
 
-Drop this module (and call ``nats.connect`` again instead of
-``connect_tolerant``) once nats-py's header parsing and subject decoding are
+Drop this module (and make a plain ``nats.aio.client.Client`` in
+``NatsBus.start`` again) once nats-py's header parsing and subject decoding are
 total: ``tests/test_nats_malformed.py`` says whether a release still needs it
 (its exact drop counts fall to zero, and its watchdog test, on a plain
 nats-py client, no longer sees the read loop die).
@@ -34,11 +34,10 @@ nats-py client, no longer sees the read loop die).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from nats.aio.client import Client
 
-__all__ = ["TolerantClient", "connect_tolerant"]
+__all__ = ["TolerantClient"]
 
 log = logging.getLogger("cbs.nats")
 
@@ -67,10 +66,3 @@ class TolerantClient(Client):
                     type(exc).__name__,
                     count,
                 )
-
-
-async def connect_tolerant(**options: Any) -> TolerantClient:
-    """``nats.connect(**options)`` with a :class:`TolerantClient`."""
-    nc = TolerantClient()
-    await nc.connect(**options)
-    return nc

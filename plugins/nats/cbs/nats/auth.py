@@ -28,6 +28,8 @@ __all__ = [
     "AUTH_OPTIONS",
     "AuthError",
     "NatsAuth",
+    "Permissions",
+    "denied_publish",
     "jwt_claims",
     "fatal_reason",
     "inbox_from_creds",
@@ -51,6 +53,7 @@ AUTH_OPTIONS = {
 
 _JWT_BLOCK = re.compile(r"-----BEGIN NATS USER JWT-----\s*(\S+)\s*------END NATS USER JWT------")
 _INBOX = re.compile(r"^(_INBOX[A-Za-z0-9_-]*)\.>$")
+_DENIED_PUBLISH = re.compile(r'Permissions Violation for Publish to "([^"]+)"', re.IGNORECASE)
 
 
 class AuthError(ValueError):
@@ -174,6 +177,21 @@ class NatsAuth:
             return inbox_from_creds(self.creds)
         return None
 
+    def subscribe_permissions(self) -> Permissions:
+        """What this identity may subscribe to, from the creds file's JWT (the
+        server enforces the same); everything when there is none to read."""
+        if not self.creds:
+            return Permissions()
+        try:
+            claims = jwt_claims(read_creds_jwt(self.creds))
+        except (OSError, ValueError):
+            return Permissions()
+        sub = claims.get("nats", {}).get("sub") or {}
+        allow, deny = sub.get("allow"), sub.get("deny") or []
+        return Permissions(
+            tuple(str(s) for s in allow) if allow else None, tuple(str(s) for s in deny)
+        )
+
     def connect_options(self) -> dict[str, Any]:
         """Keyword arguments for nats-py's ``connect()``."""
         options: dict[str, Any] = {}
@@ -195,6 +213,48 @@ class NatsAuth:
         if prefix:
             options["inbox_prefix"] = prefix
         return options
+
+
+def _covers(permission: str, subject: str) -> bool:
+    """The permission subject ``permission`` (wildcards ``*``, ``>``) covers
+    every subject ``subject`` may match."""
+    want, have = permission.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or have[i] == ">" or token not in ("*", have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _entry_covers(entry: str, subject: str, queue: str | None) -> bool:
+    """A permission entry ``SUBJECT`` or ``SUBJECT QUEUE`` (queue permissions)."""
+    perm_subject, _, perm_queue = entry.strip().partition(" ")
+    if not _covers(perm_subject, subject):
+        return False
+    return not perm_queue or (queue is not None and _covers(perm_queue.strip(), queue))
+
+
+@attrs.frozen
+class Permissions:
+    """Subscribe permissions of an identity: ``allow`` ``None`` means all."""
+
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+
+    def allows(self, subject: str, queue: str | None = None) -> bool:
+        if any(_covers(d.strip().partition(" ")[0], subject) for d in self.deny):
+            return False
+        if self.allow is None:
+            return True
+        return any(_entry_covers(entry, subject, queue) for entry in self.allow)
+
+
+def denied_publish(exc: BaseException) -> str | None:
+    """The subject of a ``Permissions Violation for Publish to "SUBJECT"``
+    error the server reported, else ``None``."""
+    match = _DENIED_PUBLISH.search(str(exc))
+    return match.group(1) if match else None
 
 
 class _QuietSslEof(logging.Filter):

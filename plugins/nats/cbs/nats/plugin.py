@@ -58,6 +58,14 @@ def cbs_add_options(options: OptionRegistry) -> None:
         env="CBS_NATS_NAME",
         metavar="NAME",
     )
+    options.add(
+        "nats_secure",
+        help="run the embedded nats-server (no --nats-url) with TLS and operator-mode"
+        " identities, the body connecting as its admin (docs/security.md)",
+        type=bool,
+        default=False,
+        env="CBS_NATS_SECURE",
+    )
     _add_auth_options(options)
 
 
@@ -105,6 +113,15 @@ def cbs_configured(config: Config, body: Body) -> None:
         auth_from(config).check()
     except (AuthError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+    if config.get("nats_secure") and _shared(config):
+        raise ConfigError(
+            "nats_secure is for the embedded nats-server: with nats_url or nats_context,"
+            " give that server's credentials (nats_creds, tls_ca, ...)"
+        )
+
+
+def _shared(config: Config) -> bool:
+    return bool(config.get("nats_url") or config.get("nats_context"))
 
 
 def make_bus(config: Config) -> NatsBus:
@@ -115,6 +132,7 @@ def make_bus(config: Config) -> NatsBus:
         client_name=config.get("nats_name"),
         connect_timeout=float(config.get("nats_connect_timeout") or 5.0),
         auth=auth_from(config),
+        secure=bool(config.get("nats_secure")),
     )
 
 
@@ -133,9 +151,7 @@ def cbs_register_transports(transports: TransportRegistry) -> None:
         make_bus,
         priority=10,
         discover=discover_cells,
-        shared=lambda config: bool(
-            config.get("nats_url") or config.get("nats_context")
-        ),  # else an embedded server
+        shared=_shared,  # else an embedded server
     )
 
 

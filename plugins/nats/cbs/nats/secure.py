@@ -33,9 +33,19 @@ from typing import Any
 
 import nkeys  # type: ignore[import-untyped]
 
+from cbs.nats.auth import NatsAuth
 from cbs.nats.certs import CertFiles, make_ca, make_cert
+from cbs.nats.server import NatsServer
 
-__all__ = ["Identity", "SecureSetup", "encode_jwt", "new_seed", "creds_text", "parse_allow"]
+__all__ = [
+    "Identity",
+    "SecureNatsServer",
+    "SecureSetup",
+    "encode_jwt",
+    "new_seed",
+    "creds_text",
+    "parse_allow",
+]
 
 #: The account cells and callers live in, and NATS's system account.
 APP = "CBS"
@@ -203,6 +213,36 @@ class SecureSetup:
         if not (self.folder / "accounts" / f"{name}.nk").exists():
             self._new_account(name)
 
+    def check_account(self, name: str) -> None:
+        """``ValueError`` unless the account exists."""
+        if not (self.folder / "accounts" / f"{_check_name(name)}.json").is_file():
+            known = ", ".join(a["name"] for a in self.accounts())
+            raise ValueError(f"no account {name!r} (known: {known})")
+
+    def accounts(self) -> list[dict[str, Any]]:
+        """Every account but the system one: its name, the subjects it
+        exports and the ``(subject, owner account)`` pairs it imports."""
+        owners = {self.account_public(p.stem): p.stem for p in self._account_files()}
+        rows = []
+        for path in self._account_files():
+            if path.stem == SYSTEM:
+                continue
+            meta = self._meta(path.stem)
+            rows.append(
+                {
+                    "name": path.stem,
+                    "exports": [e["subject"] for e in meta["exports"]],
+                    "imports": [
+                        (i["subject"], owners.get(i["account"], i["account"]))
+                        for i in meta["imports"]
+                    ],
+                }
+            )
+        return rows
+
+    def _account_files(self) -> list[Path]:
+        return sorted((self.folder / "accounts").glob("*.json"))
+
     def share(self, subject: str, *, owner: str, to: str) -> None:
         """Export the service ``subject`` from account ``owner`` and import it
         into account ``to``: only that subject crosses. Restart the server."""
@@ -324,3 +364,30 @@ class SecureSetup:
                 "}",
             ]
         )
+
+
+class SecureNatsServer(NatsServer):
+    """The embedded server in secure mode (``nats_secure``): a fresh
+    :class:`SecureSetup` in the server's private work folder (0700, removed
+    with it, and by the stale-folder sweep after a ``kill -9``), operator mode
+    and TLS on 127.0.0.1. :meth:`client_auth` is how the body connects: as
+    the setup's admin, verifying the server against the generated CA."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.setup: SecureSetup | None = None
+
+    @property
+    def url(self) -> str:
+        return f"tls://127.0.0.1:{self.port}"
+
+    def _config(self, workdir: Path) -> Path:
+        if self.setup is None or self.setup.folder.parent != workdir:
+            self.setup = SecureSetup.create(workdir / "secure")
+            self.extra_config = self.setup.server_config()
+        return super()._config(workdir)
+
+    def client_auth(self) -> NatsAuth:
+        if self.setup is None:
+            raise RuntimeError("the server is not started")
+        return NatsAuth(creds=str(self.setup.creds_path("admin")), tls_ca=str(self.setup.ca.cert))

@@ -22,6 +22,13 @@
   error reply saying so. A subscription told to give up draining (its
   ``stop()`` cancelled at the body's drain timeout) answers what still runs
   or waits with ``Unavailable`` and cancels those handlers.
+  callback only takes a concurrency slot and spawns the handler: up to
+  ``max_concurrency`` handlers run at once; beyond that the callback waits and
+  messages queue in the subscription (bounded by nats-py's pending limits).
+* A request whose publish the server refuses (NATS permissions) fails at
+  once with ``Unavailable("Permissions Violation for Publish to SUBJECT")``:
+  the server reports it through the error callback, which fails the requests
+  waiting on that subject.
 * Headers pass through both ways: a request's headers reach the handler.
 * With no URL configured, a private nats-server is started (see server.py).
 """
@@ -54,7 +61,7 @@ from cbs.kernel import TransportState
 from cbs.kernel.transport import Intake, error_reply, expired, start_eagerly
 from cbs.nats._header_fix import TolerantClient
 from cbs.nats._watchdog import ReadLoopWatchdog, is_receiving
-from cbs.nats.auth import NatsAuth, fatal_reason
+from cbs.nats.auth import NatsAuth, Permissions, denied_publish, fatal_reason
 from cbs.nats.capability import NatsConnection
 from cbs.nats.directory import NatsDirectory
 from cbs.nats.server import NatsServer
@@ -173,7 +180,7 @@ class _Replies:
 
     def __init__(self, nc: Client) -> None:
         self.prefix = nc.new_inbox() + "."
-        self.waiting: dict[str, tuple[asyncio.Future[Any], ReplyCheck | None]] = {}
+        self.waiting: dict[str, tuple[asyncio.Future[Any], ReplyCheck | None, str]] = {}
         self.tokens = itertools.count(1)
         self.wrong = 0
 
@@ -186,7 +193,7 @@ class _Replies:
             self.wrong += 1
             log.debug("reply on %s: no request waits for it; dropped", msg.subject)
             return
-        future, check = entry
+        future, check, _ = entry
         if future.done():
             return
         headers = msg.headers
@@ -200,6 +207,13 @@ class _Replies:
             log.debug("reply on %s dropped: %s", msg.subject, exc)
             return
         future.set_result(result)
+
+    def fail(self, subject: str, exc: Exception) -> None:
+        """Fail every request waiting for a reply from ``subject`` (the server
+        refused its publish: no reply will come)."""
+        for future, _, sent_to in self.waiting.values():
+            if sent_to == subject and not future.done():
+                future.set_exception(exc)
 
 
 class NatsBus(TransportState):
@@ -220,8 +234,12 @@ class NatsBus(TransportState):
         connect_timeout: float = 5.0,
         reconnect_wait: float = 0.5,
         auth: NatsAuth | None = None,
+        secure: bool = False,
     ) -> None:
         self.auth = auth or NatsAuth()
+        #: The embedded server (no URL) runs in secure mode: TLS, operator mode,
+        #: this body connecting as its admin (see cbs.nats.secure.SecureNatsServer).
+        self.secure = secure
         urls = urls or self.auth.context_urls
         self.urls = split_urls(urls) if urls else []
         self.shared = bool(self.urls)
@@ -238,6 +256,7 @@ class NatsBus(TransportState):
         self._refused = 0
         self._slow_warned_at = -1.0
         self._slow_dropped = 0
+        self._subscribe = Permissions()
 
     @property
     def client(self) -> Client:
@@ -288,9 +307,21 @@ class NatsBus(TransportState):
             self._slow_dropped = 0
             self._slow_warned_at = now
 
+    def may_subscribe(self, subject: str, queue: str | None = None) -> bool:
+        """What the creds file's permissions (which the server enforces) allow."""
+        return self._subscribe.allows(subject, queue)
+
     async def start(self) -> None:
+        auth = self.auth
         if not self.urls:
-            self.server = await asyncio.to_thread(NatsServer().start)
+            if self.secure:
+                from cbs.nats.secure import SecureNatsServer
+
+                secure = SecureNatsServer()
+                self.server = await asyncio.to_thread(secure.start)
+                auth = secure.client_auth()
+            else:
+                self.server = await asyncio.to_thread(NatsServer().start)
             self.urls = [self.server.url]
             log.info("embedded nats-server at %s (pid %s)", self.server.url, self.server.pid)
 
@@ -323,6 +354,10 @@ class NatsBus(TransportState):
             reason = fatal_reason(exc)
             if reason is not None and not fatal.done():
                 fatal.set_result(reason)  # retrying cannot help: fail now
+            denied = denied_publish(exc)
+            if denied is not None and self._replies is not None:
+                refused = Unavailable(f"Permissions Violation for Publish to {denied}")
+                self._replies.fail(denied, refused)
             await on_error(exc)
 
         nc = TolerantClient()
@@ -336,7 +371,7 @@ class NatsBus(TransportState):
             "error_cb": on_first_error,
             "disconnected_cb": on_disconnect,
             "reconnected_cb": on_reconnect,
-            **self.auth.connect_options(),
+            **auth.connect_options(),
         }
         connecting: asyncio.Future[None] = asyncio.ensure_future(nc.connect(**options))
         try:
@@ -364,6 +399,7 @@ class NatsBus(TransportState):
         self._nc = self._tolerant = nc
         self._watchdog = ReadLoopWatchdog(self._nc)
         self._watchdog.start()
+        self._subscribe = auth.subscribe_permissions()
         self._replies = _Replies(self._nc)
         await self._replies.start(self._nc)
         connection = NatsConnection(self._nc, self.url)
@@ -384,7 +420,7 @@ class NatsBus(TransportState):
             raise Unavailable("NATS is not connected")
         token = str(next(replies.tokens))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        replies.waiting[token] = (future, check)
+        replies.waiting[token] = (future, check, subject)
         try:
             await nc.publish(subject, data, reply=replies.prefix + token, headers=headers)  # type: ignore[arg-type]
             return await asyncio.wait_for(future, timeout)
