@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from cbs.kernel.arguments import PAYLOAD_HELP, parse_target, read_payload
-from cbs.kernel.capabilities import Directory
+from cbs.kernel.capabilities import Directory, Runner
 from cbs.kernel.config import number
 from cbs.kernel.plugins import hookimpl
 from cbs.kernel.registries import CellField, CommandRegistry, OptionRegistry, Registered
@@ -62,6 +62,10 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run(body: Body, args: argparse.Namespace) -> int:
+    _ = body.cells  # the configuration is final: plugins may offer a Runner now
+    runner = body.capabilities.get(Runner)
+    if runner is not None:
+        return await runner.run(body, args)
     await body.start(serve=args.cells or True)
     bus = body.bus
     assert bus is not None
