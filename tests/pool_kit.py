@@ -106,3 +106,13 @@ class Load:
 
     def failures(self, *, after: float = 0.0) -> list[Outcome]:
         return [o for o in self.outcomes if o.started >= after and not o.ok]
+
+
+def burn(payload: dict[str, Any]) -> dict[str, Any]:
+    """A CPU-bound handler (importable, for ``isolation="process"``): spins
+    for ``payload["seconds"]`` holding the GIL."""
+    end = time.perf_counter() + float(payload["seconds"])
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return {"spins": n}
