@@ -8,6 +8,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -116,3 +117,21 @@ def burn(payload: dict[str, Any]) -> dict[str, Any]:
     while time.perf_counter() < end:
         n += 1
     return {"spins": n}
+
+
+#: The JavaScript SDK of this repository and its greet example.
+SDK_JS = Path(__file__).resolve().parents[1] / "sdks" / "js"
+GREET_JS = SDK_JS / "examples" / "greet.js"
+
+
+def need_node() -> str:
+    """The ``node`` executable, or skip when node or the SDK's packages are missing
+    (.ci/run installs them: cd sdks/js && npm ci)."""
+    import shutil
+
+    import pytest
+
+    node = shutil.which("node")
+    if node is None or not (SDK_JS / "node_modules" / "@nats-io").is_dir():
+        pytest.skip("needs node and sdks/js/node_modules (cd sdks/js && npm ci)")
+    return node

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from cbs_process import CbsProcess, run_cbs, wait_gone
-from pool_kit import Load, cbs_env, wait_group
+from pool_kit import GREET_JS, Load, cbs_env, need_node, wait_group
 
 import cbs.nats.plugin
 from cbs.kernel import Body
@@ -165,3 +165,45 @@ def test_workers_need_a_shared_bus() -> None:
     assert found.stderr == (
         "cbs: error: cbs run --workers needs a bus other processes share (e.g. --nats-url URL)\n"
     )
+
+
+async def test_a_javascript_sidecar_is_supervised_listed_and_healed(
+    nats_server: Any, nc: Any, tmp_path: Path, make_body: MakeBody, processes: list[CbsProcess]
+) -> None:
+    node = need_node()
+    spec = tmp_path / "pool.toml"
+    spec.write_text(
+        "[[sidecar]]\n"
+        'id = "greet_js"\n'
+        'service = "greeter"\n'
+        'language = "javascript"\n'
+        f"command = {json.dumps(node)}\n"
+        f"args = [{json.dumps(str(GREET_JS))}]\n"
+        "replicas = 2\n"
+    )
+    pool = start_pool(
+        processes, nats_server.url, "poly", "--pool-file", str(spec), "--cells", "prompt_name"
+    )
+    first = await wait_group(nc, "poly", "greet_js", serving(2))
+    await wait_group(nc, "poly", "cells", serving(1))
+    listed = run_cbs("cells", "--nats-url", nats_server.url, "--json", env=cbs_env())
+    rows = {row["id"]: row for row in json.loads(listed.stdout)}
+    assert rows["greet"]["language"] == "javascript"
+    assert rows["greet"]["instances"] == 2
+    assert rows["prompt_name"]["language"] == "python"
+    load = Load(await caller(make_body, nats_server.url), timeout=2.0)
+    load.start()
+    await load.wait_count(50)
+    victim = first["pids"][0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_gone(victim, 10)
+    await wait_group(nc, "poly", "greet_js", lambda g: serving(2)(g) and g["restarts"] == 1)
+    replaced = time.monotonic()
+    await load.wait_count(100, after=replaced)
+    await load.stop()
+    assert load.failures(after=replaced) == []
+    scaled = run_cbs("scale", "greeter", "1", "--nats-url", nats_server.url, env=cbs_env())
+    assert scaled.returncode == 0, scaled.stderr
+    await wait_group(nc, "poly", "greet_js", serving(1))
+    code, _, err = pool.stop()
+    assert code == 0, err

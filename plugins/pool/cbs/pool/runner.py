@@ -81,7 +81,7 @@ class PoolRunner(Runner):
             if own:
                 groups.append(self._group(body, args, service, own, count))
         rest = [c for c in cells if c.service not in self.replicas]
-        if rest and (self.workers or not self.sidecars):
+        if rest and (self.workers or args.cells or not self.sidecars):
             groups.append(self._group(body, args, "cells", rest, max(self.workers, 1)))
         for spec in self.sidecars:
             groups.append(
@@ -125,6 +125,11 @@ class PoolRunner(Runner):
         from cbs.nats import NatsConnection
 
         conn = body.capabilities.get(NatsConnection)
+        sidecars = {spec.id for spec in self.sidecars}
+        for group in groups:
+            if conn is not None and group.name in sidecars:
+                # Where to connect (no credentials: give those in the sidecar's env).
+                group.env = {"NATS_URL": conn.url, **group.env}
         if conn is not None:
             control = Control(conn.client, supervisor)
             await control.start()
