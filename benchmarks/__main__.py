@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrent", type=int, default=20000, help="requests, 64 in flight")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--cpu-requests", type=int, default=400, help="requests per round of the pool scenario"
+        "--cpu-requests", type=int, default=200, help="requests per round of the pool scenario"
     )
     parser.add_argument("--split", action="store_true", help="also run responders in a subprocess")
     parser.add_argument("--startup-runs", type=int, default=3)
