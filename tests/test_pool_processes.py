@@ -4,6 +4,7 @@ crash, are restarted and scaled. Processes are killed only by pid."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -207,3 +208,37 @@ async def test_a_javascript_sidecar_is_supervised_listed_and_healed(
     await wait_group(nc, "poly", "greet_js", serving(1))
     code, _, err = pool.stop()
     assert code == 0, err
+
+
+async def test_pool_numbers_are_metrics_of_the_supervisor(
+    nats_server: Any, nc: Any, processes: list[CbsProcess]
+) -> None:
+    import urllib.request
+
+    from cbs.nats.server import free_port
+
+    port = free_port()
+    start_pool(
+        processes,
+        nats_server.url,
+        "met",
+        "--workers",
+        "2",
+        "--metrics-port",
+        str(port),
+        "--pool-worker-set",
+        "metrics_port=0",  # each worker its own free port
+    )
+    await wait_group(nc, "met", "cells", serving(2))
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    labels = '{group="cells",language="python",pool="met"}'
+    assert f"cbs_pool_workers{labels} 2.0" in text, text
+    assert f"cbs_pool_workers_alive{labels} 2.0" in text
+    assert f"cbs_pool_workers_serving{labels} 2.0" in text
+    assert f"cbs_pool_restarts_total{labels} 0.0" in text
+    assert f"cbs_pool_crash_loop{labels} 0.0" in text

@@ -67,6 +67,13 @@ def cbs_add_options(options: OptionRegistry) -> None:
         metavar="ID",
     )
     options.add(
+        "pool_worker_set",
+        help="cbs run: options set otherwise for the workers than for the supervisor"
+        " (NAME=VALUE,..., e.g. metrics_port=0)",
+        env="CBS_POOL_WORKER_SET",
+        metavar="NAME=VALUE,...",
+    )
+    options.add(
         "pool_heartbeat",
         help="seconds between worker heartbeats (default: 1); a worker silent for 10"
         " of them is killed and replaced",
@@ -109,8 +116,16 @@ def cbs_configured(config: Config, body: Body) -> None:
         backoff_max=float(config["pool_backoff_max"]),
         stop_timeout=float(config["drain_timeout"] or 10.0) + 5.0,
     )
+    overrides = {}
+    for part in filter(None, (p.strip() for p in (config["pool_worker_set"] or "").split(","))):
+        name, sep, value = part.partition("=")
+        option = body.options.get(name.strip())
+        if not sep or option is None or option.plugin == "pool":
+            raise ConfigError(f"pool_worker_set: {part!r} is not NAME=VALUE of a loaded option")
+        overrides[name.strip()] = value.strip()
     runner = PoolRunner(
         settings,
+        worker_set=overrides,
         workers=int(config["workers"] or 0),
         replicas=replicas,
         sidecars=sidecars,

@@ -30,9 +30,16 @@ log = logging.getLogger("cbs.pool")
 WORKER_ENV = {"CBS_WORKERS": "0", "CBS_REPLICAS": "", "CBS_POOL_FILE": ""}
 
 
-def worker_command(body: Body, args: argparse.Namespace, cells: Sequence[str]) -> list[str]:
+def worker_command(
+    body: Body,
+    args: argparse.Namespace,
+    cells: Sequence[str],
+    worker_set: Mapping[str, str] | None = None,
+) -> list[str]:
     """``python -m cbs ... run --cells IDS`` with the flags this ``cbs run`` got
-    (the pool's own options left out: a worker does not supervise)."""
+    (the pool's own options left out: a worker does not supervise), those of
+    ``worker_set`` set to its values instead."""
+    worker_set = worker_set or {}
     argv = [sys.executable, "-m", "cbs"]
     if getattr(args, "debug", False):
         argv.append("--debug")
@@ -44,7 +51,7 @@ def worker_command(body: Body, args: argparse.Namespace, cells: Sequence[str]) -
         argv += ["-p", spec]
     argv.append("run")
     for name, option in body.options.as_dict().items():
-        value = getattr(args, name, None)
+        value = worker_set.get(name, getattr(args, name, None))
         if value is None or option.plugin == "pool":
             continue
         argv += [option.cli_flag] if value is True else [option.cli_flag, str(value)]
@@ -60,7 +67,9 @@ class PoolRunner(Runner):
         replicas: Mapping[str, int],
         sidecars: Sequence[SidecarSpec],
         pool_id: str,
+        worker_set: Mapping[str, str] | None = None,
     ) -> None:
+        self.worker_set = dict(worker_set or {})
         self.settings = settings
         self.workers = workers
         self.replicas = dict(replicas)
@@ -105,7 +114,7 @@ class PoolRunner(Runner):
         services = tuple(dict.fromkeys(c.service for c in cells))
         return Group(
             name=name,
-            command=worker_command(body, args, ids),
+            command=worker_command(body, args, ids, self.worker_set),
             cells=tuple(ids),
             services=services,
             desired=count,
