@@ -116,3 +116,20 @@ def test_isolation_settings_are_checked() -> None:
         @cell.verb("v", schema="test/v1/V")
         async def v(payload: dict[str, Any]) -> dict[str, Any]:
             return {}
+
+
+async def test_a_plain_handler_in_its_thread_sees_the_current_request(
+    make_body: MakeBody,
+) -> None:
+    from cbs.kernel import current_request
+
+    cell = Cell("who", category="logic", version="1.0.0", purpose="tells its envelope id")
+
+    @cell.verb("ask", schema="test/v1/Ask")
+    def ask(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"id": current_request().envelope.id}
+
+    body = make_body(CellsPlugin(cell))
+    await body.start()
+    reply = await body.request("who", "ask", {})
+    assert isinstance(reply["id"], str) and len(reply["id"]) == 36

@@ -24,6 +24,7 @@ the envelope or headers calls ``cbs.kernel.current_request()``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import multiprocessing
@@ -61,6 +62,10 @@ def _as_async(
             inline: Mapping[str, Any] = func(payload)
             return inline
         loop = asyncio.get_running_loop()
+        if isinstance(pool, ThreadPoolExecutor):  # current_request() works there too
+            call = functools.partial(contextvars.copy_context().run, func, payload)
+            threaded: Mapping[str, Any] = await loop.run_in_executor(pool, call)
+            return threaded
         result: Mapping[str, Any] = await loop.run_in_executor(pool, func, payload)
         return result
 
