@@ -28,6 +28,7 @@ from typing import Any
 import importlib_metadata
 import nats
 
+from benchmarks.pools import polyglot, pool_scaling
 from benchmarks.stacks import (
     PAYLOAD,
     Call,
@@ -420,7 +421,16 @@ def machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": model}
 
 
-SCENARIOS = ("nats", "breaker", "observability", "jetstream", "local", "startup")
+SCENARIOS = (
+    "nats",
+    "breaker",
+    "observability",
+    "jetstream",
+    "local",
+    "pool",
+    "polyglot",
+    "startup",
+)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -440,6 +450,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await nats_split(runner, server.url)
         if "breaker" in wanted:
             await resilience(runner, server.url)
+        if "pool" in wanted:
+            await pool_scaling(runner, server.url, measure)
+        if "polyglot" in wanted:
+            await polyglot(runner, server.url)
     if "observability" in wanted:
         await observability(runner)
     if "jetstream" in wanted:
@@ -479,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequential", type=int, default=5000, help="requests, one at a time")
     parser.add_argument("--concurrent", type=int, default=20000, help="requests, 64 in flight")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--cpu-requests", type=int, default=200, help="requests per round of the pool scenario"
+    )
     parser.add_argument("--split", action="store_true", help="also run responders in a subprocess")
     parser.add_argument("--startup-runs", type=int, default=3)
     parser.add_argument("--no-startup", action="store_true", help="skip the CLI wall times")
@@ -487,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.sequential, args.concurrent, args.rounds, args.startup_runs = 100, 400, 1, 1
+        args.cpu_requests = 20
     report = asyncio.run(main_async(args))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -106,7 +106,11 @@ async def test_discovery_replies_have_the_adr32_shapes(nats_server: Any, make_bo
             "metadata": {"cbs.schema": "demo/v1/Name", "cbs.reply_schema": "demo/v1/Greeting"},
         }
     ]
-    assert info["metadata"] == {"cbs.category": "logic", "cbs.service": "greeter"}
+    assert info["metadata"] == {
+        "cbs.category": "logic",
+        "cbs.service": "greeter",
+        "cbs.language": "python",
+    }
     assert all(isinstance(v, str) for v in info["metadata"].values())  # ADR-32: strings
     [stats] = await srv(nats_server.url, "$SRV.STATS.greet", 0.5)
     assert stats["type"] == "io.nats.micro.v1.stats_response"

@@ -14,6 +14,7 @@ from cbs.kernel.capabilities import (
     Capability,
     Directory,
     DurableSender,
+    Runner,
     TransportState,
 )
 from cbs.kernel.cell import CATEGORIES, Cell
@@ -74,6 +75,7 @@ __all__ = [
     "PluginError",
     "PluginInfo",
     "Request",
+    "Runner",
     "Served",
     "ServerHandler",
     "ServerMiddleware",

@@ -14,8 +14,9 @@ for the general kind (:class:`Directory`) or a specific one.
 
 The kinds every body may have are defined here: :class:`TransportState`
 (what any transport tells about its connection), :class:`Directory` (who
-serves what on a shared bus) and :class:`DurableSender` (what
-``Body.send`` hands requests to).
+serves what on a shared bus), :class:`DurableSender` (what
+``Body.send`` hands requests to) and :class:`Runner` (what serves
+``cbs run`` instead of this process).
 """
 
 from __future__ import annotations
@@ -26,9 +27,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from cbs.kernel.errors import PluginError
 
 if TYPE_CHECKING:
-    from cbs.contracts import Envelope
+    import argparse
 
-__all__ = ["Capability", "Capabilities", "TransportState", "Directory", "DurableSender"]
+    from cbs.contracts import Envelope
+    from cbs.kernel.body import Body
+
+__all__ = [
+    "Capability",
+    "Capabilities",
+    "TransportState",
+    "Directory",
+    "DurableSender",
+    "Runner",
+]
 
 C = TypeVar("C", bound="Capability")
 
@@ -97,6 +108,20 @@ class DurableSender(Capability):
 
     async def send(self, envelope: Envelope, headers: dict[str, str]) -> None:
         """Return once ``envelope`` is stored (delivered at least once later)."""
+        raise NotImplementedError
+
+
+class Runner(Capability):
+    """Runs ``cbs run`` in place of this process serving the cells itself
+    (a supervisor of worker processes: cbs-pool). Offered from
+    ``cbs_configured`` when its plugin's settings ask for it; ``cbs run``
+    hands over to it before starting the body."""
+
+    provided_by = "a supervisor plugin (cbs-pool with --workers)"
+
+    async def run(self, body: Body, args: argparse.Namespace) -> int:
+        """Serve the cells ``cbs run`` was given (``args.cells``, ``None``: all;
+        ``args`` is its parsed command line) until SIGINT/SIGTERM; the exit code."""
         raise NotImplementedError
 
 

@@ -8,44 +8,68 @@
         return {"message": f"Hello {payload['name']}!"}
 
 Handlers take the request payload and return the reply payload. ``async def``
-handlers run on the event loop; plain functions run in a worker thread, so they
-may block. Raising a ``CbsError`` sends that error; any other exception sends
-``Internal`` and logs the traceback with the envelope id. A handler that needs
+handlers run on the event loop. Plain functions run where the cell's
+``isolation`` says: ``"thread"`` (default) in the cell's own bounded thread
+pool (``threads`` threads, not asyncio's shared default executor), so they may
+block; ``"process"`` in the cell's own pool of ``processes`` worker processes
+(started with ``spawn``), for CPU-bound work that must not hold the body's
+GIL: the handler must be a module-level function importable by its
+module and name, and its payload and result picklable; ``"none"`` on the event
+loop itself (only for handlers that never block). Raising a ``CbsError``
+sends that error; any other exception sends ``Internal`` and logs the
+traceback with the envelope id. A handler that needs
 the envelope or headers calls ``cbs.kernel.current_request()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
+import multiprocessing
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from cbs.contracts import Endpoint, PayloadHandler, subject_for
 from cbs.contracts.envelope import ERROR_SCHEMA, check_name, check_schema
 
-__all__ = ["Cell", "CATEGORIES"]
+__all__ = ["Cell", "CATEGORIES", "ISOLATIONS"]
 
 CATEGORIES = ("ui", "io", "logic", "integration", "storage")
+#: Where a cell's plain-function handlers run (see the module docstring).
+ISOLATIONS = ("thread", "process", "none")
 SEMVER_RE = re.compile(
     r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _as_async(func: Callable[[dict[str, Any]], Any]) -> PayloadHandler:
+def _as_async(
+    func: Callable[[dict[str, Any]], Any], executor: Callable[[], Executor | None]
+) -> PayloadHandler:
     if inspect.iscoroutinefunction(func):
         handler: PayloadHandler = func
         return handler
 
     @functools.wraps(func)
-    async def in_thread(payload: dict[str, Any]) -> Mapping[str, Any]:
-        result: Mapping[str, Any] = await asyncio.to_thread(func, payload)
+    async def elsewhere(payload: dict[str, Any]) -> Mapping[str, Any]:
+        pool = executor()
+        if pool is None:
+            inline: Mapping[str, Any] = func(payload)
+            return inline
+        loop = asyncio.get_running_loop()
+        if isinstance(pool, ThreadPoolExecutor):  # current_request() works there too
+            call = functools.partial(contextvars.copy_context().run, func, payload)
+            threaded: Mapping[str, Any] = await loop.run_in_executor(pool, call)
+            return threaded
+        result: Mapping[str, Any] = await loop.run_in_executor(pool, func, payload)
         return result
 
-    return in_thread
+    return elsewhere
 
 
 class Cell:
@@ -55,7 +79,10 @@ class Cell:
     one process; requests beyond it wait in the transport, up to
     ``max_pending`` requests and ``max_pending_bytes`` bytes per verb (default:
     the body's ``max_pending`` and ``max_pending_bytes`` options); beyond
-    those, callers get ``Unavailable`` at once.
+    those, callers get ``Unavailable`` at once. ``isolation``, ``threads`` and
+    ``processes`` say where plain-function handlers run (see the module
+    docstring); a subclass that overrides :meth:`stop` calls
+    ``super().stop()`` so that the cell's pool is shut down.
     """
 
     def __init__(
@@ -73,6 +100,9 @@ class Cell:
         max_pending_bytes: int | None = None,
         error_schema: str = ERROR_SCHEMA,
         publishes: Sequence[str] = (),
+        isolation: str = "thread",
+        threads: int | None = None,
+        processes: int | None = None,
     ) -> None:
         self.id = check_name("id", id)
         self.service = check_name("service", service or id)
@@ -86,6 +116,14 @@ class Cell:
                 raise ValueError(f"cell {id}: {field} must be at least 0")
         if SEMVER_RE.fullmatch(version) is None:
             raise ValueError(f"cell {id}: version {version!r} is not a semantic version (1.2.3)")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"cell {id}: isolation must be one of {', '.join(ISOLATIONS)}")
+        if (threads is not None and threads < 1) or (processes is not None and processes < 1):
+            raise ValueError(f"cell {id}: threads and processes must be at least 1")
+        self.isolation = isolation
+        self.threads = threads or min(max_concurrency, 8)
+        self.processes = processes or os.cpu_count() or 1
+        self._pool: Executor | None = None
         self.category = category
         self.version = version
         self.purpose = purpose
@@ -121,12 +159,16 @@ class Cell:
         ``durable=True`` (also consume ``Body.send`` deliveries from a
         persistent inbox: cbs-jetstream)."""
         check_name("verb", verb)
+        if self.isolation == "process" and inspect.iscoroutinefunction(handler):
+            raise ValueError(
+                f"cell {self.id}: verb {verb!r}: isolation='process' needs a plain def"
+            )
         if verb in self._endpoints:
             raise ValueError(f"cell {self.id}: verb {verb!r} is defined twice")
         self._endpoints[verb] = Endpoint(
             verb=verb,
             schema=check_schema(schema),
-            handler=_as_async(handler),
+            handler=_as_async(handler, self._executor),
             reply_schema=None if reply_schema is None else check_schema(reply_schema),
             also_accepts=tuple(check_schema(s) for s in also_accepts),
             options=dict(options),
@@ -180,8 +222,24 @@ class Cell:
             "interface": interface,
         }
 
+    def _executor(self) -> Executor | None:
+        """The cell's own pool for plain-function handlers (``None``: inline)."""
+        if self.isolation == "none":
+            return None
+        if self._pool is None:
+            if self.isolation == "process":
+                context = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
+            else:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"cbs-{self.id}")
+        return self._pool
+
     async def start(self) -> None:
         """Called before the cell's endpoints are served; override to open resources."""
 
     async def stop(self) -> None:
-        """Called after the cell's endpoints stopped; override to release resources."""
+        """Called after the cell's endpoints stopped; override to release
+        resources (and call ``super().stop()``: it shuts the cell's pool down)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)

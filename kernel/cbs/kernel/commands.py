@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cbs.contracts import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES
 from cbs.kernel.arguments import PAYLOAD_HELP, parse_target, read_payload
-from cbs.kernel.capabilities import Directory
+from cbs.kernel.capabilities import Directory, Runner
 from cbs.kernel.config import number
 from cbs.kernel.plugins import hookimpl
 from cbs.kernel.registries import CellField, CommandRegistry, OptionRegistry, Registered
@@ -81,6 +81,10 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run(body: Body, args: argparse.Namespace) -> int:
+    _ = body.cells  # the configuration is final: plugins may offer a Runner now
+    runner = body.capabilities.get(Runner)
+    if runner is not None:
+        return await runner.run(body, args)
     await body.start(serve=args.cells or True)
     bus = body.bus
     assert bus is not None

@@ -11,7 +11,8 @@ process count apart, and a stopped body's series are gone. The body's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -117,24 +118,70 @@ def _build(stats: BodyStats | None) -> Iterator[Metric]:
     yield cells
 
 
+def _pool(groups: Sequence[Any]) -> Iterator[Metric]:
+    """The groups of the pool this body supervises (cbs-pool's ``GroupStats``)."""
+    labels = ["pool", "group", "language"]
+    gauges = {
+        "workers": GaugeMetricFamily(
+            "cbs_pool_workers", "Worker processes wanted (cbs scale sets it)", labels=labels
+        ),
+        "alive": GaugeMetricFamily(
+            "cbs_pool_workers_alive", "Worker processes running", labels=labels
+        ),
+        "serving": GaugeMetricFamily(
+            "cbs_pool_workers_serving", "Workers whose last heartbeat said serving", labels=labels
+        ),
+        "busy": GaugeMetricFamily(
+            "cbs_pool_busy", "Requests being handled by the group's workers", labels=labels
+        ),
+        "queue": GaugeMetricFamily(
+            "cbs_pool_queue", "Requests waiting for a free thread or process", labels=labels
+        ),
+    }
+    restarts = CounterMetricFamily(
+        "cbs_pool_restarts",
+        "Unplanned worker exits (crashes, kills, missed heartbeats)",
+        labels=labels,
+    )
+    crash_loop = GaugeMetricFamily(
+        "cbs_pool_crash_loop", "1 while the group is crash-looping", labels=labels
+    )
+    for group in groups:
+        values = [group.pool, group.name, group.language]
+        for key, family in gauges.items():
+            family.add_metric(values, getattr(group, key))
+        restarts.add_metric(values, group.restarts)
+        crash_loop.add_metric(values, int(group.state == "crash-loop"))
+    yield from gauges.values()
+    yield restarts
+    yield crash_loop
+
+
 class CbsCollector(Collector):
-    """Reads the counters of one body, and of its transport (the
-    :class:`~cbs.kernel.TransportState` capability, read when scraped)."""
+    """Reads the counters of one body, of its transport (the
+    :class:`~cbs.kernel.TransportState` capability) and of the pool it
+    supervises (cbs-pool's ``PoolStats`` capability), when scraped."""
 
     def __init__(
-        self, stats: BodyStats, transport: Callable[[], TransportState | None] = lambda: None
+        self,
+        stats: BodyStats,
+        transport: Callable[[], TransportState | None] = lambda: None,
+        pool: Callable[[], Sequence[Any]] = lambda: (),
     ) -> None:
         self.stats = stats
         self.transport = transport
+        self.pool = pool
 
     def collect(self) -> Iterator[Metric]:
         yield from _build(self.stats)
         yield from _transport(self.transport())
+        yield from _pool(self.pool())
 
     def describe(self) -> Iterator[Metric]:
         # The names, without samples, so that the registry refuses a clash.
         yield from _build(None)
         yield from _transport(None)
+        yield from _pool(())
 
 
 class _Restricted(Collector):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cbs.kernel import (
     Body,
@@ -73,6 +73,17 @@ def server_url(body: Body) -> str | None:
     return None if server is None else server.url
 
 
+def pool_groups(body: Body) -> list[Any]:
+    """The groups of the pool ``body`` supervises (cbs-pool's ``PoolStats``
+    capability; none without cbs-pool or outside ``cbs run --workers``)."""
+    try:
+        from cbs.pool import PoolStats
+    except ImportError:
+        return []
+    pool = body.capabilities.get(PoolStats)
+    return [] if pool is None else list(pool.groups())
+
+
 @hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
     from cbs.metrics.stats import client_middleware, server_middleware
@@ -100,7 +111,9 @@ async def cbs_body_starting(body: Body) -> None:
     stats = body_stats(body)
     registry = body.stash.setdefault(METRICS_REGISTRY, CollectorRegistry())
     _forget(body)  # normally done when it stopped
-    collector = CbsCollector(stats, lambda: body.capabilities.get(TransportState))
+    collector = CbsCollector(
+        stats, lambda: body.capabilities.get(TransportState), lambda: pool_groups(body)
+    )
     registry.register(collector)
     body.stash[COLLECTOR] = collector
     health = body.stash.setdefault(HEALTH, Health())

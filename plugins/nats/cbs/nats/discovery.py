@@ -34,7 +34,11 @@ def _service(cell: Cell, instance: str) -> dict[str, Any]:
         "name": cell.id,
         "id": instance,
         "version": cell.version,
-        "metadata": {"cbs.category": cell.category, "cbs.service": cell.service},
+        "metadata": {
+            "cbs.category": cell.category,
+            "cbs.service": cell.service,
+            "cbs.language": str(cell.manifest().get("language", "python")),
+        },
     }
 
 
@@ -155,8 +159,8 @@ async def discover(
 
 def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Cells seen on a bus, one entry per cell id, for ``cbs cells``: like
-    ``cbs cells --json`` plus ``instances``, ``requests`` and ``errors`` (totals)
-    and ``per_instance`` counts."""
+    ``cbs cells --json`` plus ``language`` (metadata ``cbs.language``),
+    ``instances``, ``requests`` and ``errors`` (totals) and ``per_instance`` counts."""
     cells: dict[str, dict[str, Any]] = {}
     for info in infos:
         if info.get("type") != INFO:
@@ -176,6 +180,7 @@ def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[
                     for e in info.get("endpoints", [])
                 ],
                 "purpose": info.get("description", ""),
+                "language": meta.get("cbs.language", "unknown"),
                 "instances": 0,
                 "requests": 0,
                 "errors": 0,
