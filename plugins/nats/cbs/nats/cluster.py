@@ -366,3 +366,56 @@ class NatsSupercluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+# -- cbs server --cluster / --supercluster ------------------------------------------------
+
+
+async def serve_cluster(body: Any, args: Any) -> int:
+    """``cbs server --cluster N [--supercluster] [--store DIR]``: start the
+    servers, print their seed URLs, run until SIGINT/SIGTERM, stop them all.
+    A node that exits is reported on stderr; the command ends when none is left."""
+    import sys
+
+    if args.port is not None or args.secure:
+        flag = "--port" if args.port is not None else "--secure"
+        raise Unavailable(f"{flag} applies to a single server, not to --cluster/--supercluster")
+    size = args.cluster or 3
+    clusters: NatsSupercluster | NatsCluster = (
+        NatsSupercluster(size, args.store) if args.supercluster else NatsCluster(size, args.store)
+    )
+    await asyncio.to_thread(clusters.start)
+    groups = clusters.clusters if isinstance(clusters, NatsSupercluster) else [clusters]
+
+    def ready() -> None:
+        for cluster in groups:
+            pids = ", ".join(map(str, cluster.pids))
+            print(
+                f"nats cluster {cluster.name} ready: {cluster.size} node(s), JetStream on"
+                f" (pids {pids})",
+                flush=True,
+            )
+        for cluster in groups:
+            prefix = f"{cluster.name}: " if len(groups) > 1 else ""
+            print(f"{prefix}export NATS_URL={cluster.seed_url}", flush=True)
+
+    nodes = [node for cluster in groups for node in cluster.nodes]
+    serving = asyncio.ensure_future(body.run_until_signal(on_ready=ready))
+    exits = {asyncio.ensure_future(node.wait_exit()): node for node in nodes}
+    try:
+        pending: set[asyncio.Future[Any]] = {serving, *exits}
+        while True:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if serving in done:
+                await serving
+                return 0
+            for future in done:
+                print(f"{exits[future].server_name}: {future.result()}", file=sys.stderr)
+            if pending == {serving}:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+                raise Unavailable("every nats-server of the cluster exited")
+    finally:
+        for future in exits:
+            future.cancel()
+        await asyncio.to_thread(clusters.stop)
