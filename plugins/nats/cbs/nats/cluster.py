@@ -227,6 +227,8 @@ class NatsCluster:
 
     def _formed(self, node: NatsServer) -> bool:
         running = {f"127.0.0.1:{n.port}" for n in self.nodes if n.process is not None}
+        if len(running) < 2:
+            return True  # no routes: a lone server announces no URLs
         try:
             info = read_info("127.0.0.1", node.port, 0.5)
         except (OSError, ValueError):
@@ -237,6 +239,7 @@ class NatsCluster:
         import nats
         import nats.errors
 
+        await self._wait_routes(deadline)
         for node in self.nodes:
             if node.process is None:
                 continue
@@ -254,6 +257,40 @@ class NatsCluster:
                             ) from None
                         await asyncio.sleep(0.1)
             finally:
+                await nc.close()
+
+    async def _wait_routes(self, deadline: float) -> None:
+        """A request from every running node reaches a subscriber on every other
+        one (a route between each pair, not only URLs learnt by gossip)."""
+        import nats
+
+        running = [node for node in self.nodes if node.process is not None]
+        if len(running) < 2:
+            return
+        conns = [await nats.connect(node.url, allow_reconnect=False) for node in running]
+        try:
+
+            async def answer(msg: Any) -> None:
+                await msg.respond(b"")
+
+            for i, nc in enumerate(conns):
+                await nc.subscribe(f"cbs.cluster.probe.{i}", cb=answer)
+                await nc.flush()
+            for i in range(len(conns)):
+                for j, nc in enumerate(conns):
+                    while i != j:
+                        try:
+                            await nc.request(f"cbs.cluster.probe.{i}", b"", timeout=0.2)
+                            break
+                        except Exception:
+                            if time.monotonic() > deadline:
+                                raise Unavailable(
+                                    f"nats cluster {self.name}: no route from"
+                                    f" {running[j].server_name} to {running[i].server_name}"
+                                ) from None
+                            await asyncio.sleep(0.05)
+        finally:
+            for nc in conns:
                 await nc.close()
 
     def node_at(self, url: str) -> NatsServer:
