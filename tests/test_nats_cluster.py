@@ -117,7 +117,7 @@ def test_cbs_server_cluster_prints_the_seed_urls_and_stops_on_sigint_without_orp
 
 
 def test_cbs_server_supercluster_stops_on_sigterm_without_orphans(tmp_path: Any) -> None:
-    out, err, children = _run_server(
+    out, _, children = _run_server(
         "--supercluster", "--cluster", "1", "--store", str(tmp_path), sig=signal.SIGTERM, lines=4
     )
     assert out[0].startswith("nats cluster A ready: 1 node(s)")
@@ -321,11 +321,14 @@ async def test_a_caller_in_one_cluster_reaches_a_cell_only_in_the_other(
 async def test_with_the_cell_in_both_clusters_requests_stay_in_the_callers(
     supercluster: NatsSupercluster, make_body: Any
 ) -> None:
-    _, in_a = await serving(make_body, supercluster["A"].seed_url, "A")
-    _, in_b = await serving(make_body, supercluster["B"].seed_url, "B")
+    await serving(make_body, supercluster["A"].seed_url, "A")
+    await serving(make_body, supercluster["B"].seed_url, "B")
     client = await caller(make_body, supercluster["A"].seed_url)
     replies = collections.Counter(
-        [(await client.request("echo", "who", {}, schema=ANY, timeout=2.0))["by"] for _ in range(500)]
+        [
+            (await client.request("echo", "who", {}, schema=ANY, timeout=2.0))["by"]
+            for _ in range(500)
+        ]
     )
     share = replies["A"] / 500
     cells = await client.capabilities.require(Directory, needed_by="tests").list_cells()

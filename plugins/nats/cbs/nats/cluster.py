@@ -438,7 +438,9 @@ async def serve_cluster(body: Any, args: Any) -> int:
 
     nodes = [node for cluster in groups for node in cluster.nodes]
     serving = asyncio.ensure_future(body.run_until_signal(on_ready=ready))
-    exits = {asyncio.ensure_future(node.wait_exit()): node for node in nodes}
+    exits: dict[asyncio.Future[Any], NatsServer] = {
+        asyncio.ensure_future(node.wait_exit()): node for node in nodes
+    }
     try:
         pending: set[asyncio.Future[Any]] = {serving, *exits}
         while True:

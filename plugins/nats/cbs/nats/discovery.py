@@ -4,7 +4,8 @@ Each served cell is one service: name = cell id, version = cell version,
 endpoints = its verbs (subject, queue group), metadata = category and schemas.
 The metadata also says which server and cluster the body is connected to
 (``cbs.server``, ``cbs.cluster``), so a listing across a cluster or a
-supercluster shows where each instance is. Every body answers ``$SRV.{PING,INFO,STATS}``, ``$SRV.<verb>.<name>`` and
+supercluster shows where each instance is. Every body answers
+``$SRV.{PING,INFO,STATS}``, ``$SRV.<verb>.<name>`` and
 ``$SRV.<verb>.<name>.<id>`` for its cells, so ``nats micro ls`` and any ADR-32
 client see CBS cells. Stats come from the middleware in stats.py.
 """
