@@ -102,7 +102,7 @@ def test_options_resolve_from_flags_and_environment(monkeypatch: pytest.MonkeyPa
     assert settings.max_age == 86400
     assert settings.backoff == 0.25
     assert settings.duplicate_window == 120
-    assert settings.replicas == 1
+    assert settings.replicas is None  # decided at connect: 3 on a cluster, else 1
     assert settings.concurrency is None
 
 

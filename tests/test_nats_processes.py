@@ -106,6 +106,8 @@ async def test_discovery_replies_have_the_adr32_shapes(nats_server: Any, make_bo
             "metadata": {"cbs.schema": "demo/v1/Name", "cbs.reply_schema": "demo/v1/Greeting"},
         }
     ]
+    server = info["metadata"].pop("cbs.server")  # which server it is on (no cluster: no name)
+    assert server.startswith("cbs-") and "cbs.cluster" not in info["metadata"]
     assert info["metadata"] == {
         "cbs.category": "logic",
         "cbs.service": "greeter",

@@ -16,6 +16,9 @@ fixtures are there in every test suite, opt-in by name, none autouse
 * ``nats_server``: a real ``nats-server`` (JetStream on) on a free 127.0.0.1
   port, stopped by pid at teardown; ``.url``, ``.pid``, ``.kill()``,
   ``.start()`` (restart on the same port and store). Needs ``cbs-nats``.
+* ``nats_cluster``: three such servers forming the JetStream cluster ``cbs``
+  (routes on free ports); ``.seed_url`` (every node, comma-separated),
+  ``.nodes`` (each a ``nats_server``), ``.node_at(url)``. Needs ``cbs-nats``.
 
 Helpers usable without pytest (this module does not import it):
 

@@ -53,6 +53,19 @@ def nats_server() -> Iterator[Any]:
 
 
 @pytest.fixture
+def nats_cluster() -> Iterator[Any]:
+    try:
+        from cbs.nats.cluster import NatsCluster
+    except ImportError:
+        pytest.skip("the nats_cluster fixture needs cbs-nats (pip install cbs-nats)")
+    cluster = NatsCluster(3).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
 def hook_recorder() -> Iterator[HookRecorder]:
     from cbs.testing import HookRecorder
 

@@ -116,8 +116,7 @@ def cbs_add_options(options: OptionRegistry) -> None:
     )
     add(
         "jetstream_replicas",
-        help="replicas of streams and consumers: 1, or 3 on a cluster (default: 1)",
-        default=1,
+        help="replicas of streams and consumers (default: 3 on a cluster of 3+ servers, else 1)",
         type=int,
         env="CBS_JETSTREAM_REPLICAS",
         metavar="N",

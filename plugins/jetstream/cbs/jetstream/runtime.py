@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -56,6 +57,7 @@ class JetStreamRuntime:
         self.nc: Client = conn.client
         self.settings = settings
         self.url = conn.url
+        self.conn = conn
         self.js = conn.jetstream(prefix=API_PREFIX, timeout=min(settings.publish_timeout, 5.0))
         self.jsm = self.js  # a JetStreamContext is also the manager
         self.sender = _Sender(self)
@@ -75,6 +77,10 @@ class JetStreamRuntime:
         async with lock:
             if key in self._ready and not again:
                 return
+            if self.settings.replicas is None:  # once: the cluster the body is on
+                replicas = await self.conn.stream_replicas()
+                self.settings = attrs.evolve(self.settings, replicas=replicas)
+                log.info("streams and consumers with %d replica(s)", replicas)
             try:
                 await make()
             except _NOT_READY as exc:

@@ -156,7 +156,9 @@ class Settings:
     ack_wait: float = 30.0
     max_age: float = 7 * 86400.0
     duplicate_window: float = 120.0
-    replicas: int = 1
+    #: Replicas of streams and consumers; ``None``: 3 on a cluster of 3 or
+    #: more servers, else 1 (``NatsConnection.stream_replicas``).
+    replicas: int | None = None
     batch: int = 256
     concurrency: int | None = None
     publish_timeout: float = 10.0
@@ -182,7 +184,11 @@ class Settings:
             ack_wait=number("jetstream_ack_wait", 0.1),
             max_age=number("jetstream_max_age", 1.0),
             duplicate_window=number("jetstream_duplicate_window", 0.1),
-            replicas=int(number("jetstream_replicas", 1)),
+            replicas=(
+                None
+                if config.get("jetstream_replicas") is None
+                else int(number("jetstream_replicas", 1))
+            ),
             batch=int(number("jetstream_batch", 1)),
             concurrency=None if concurrency is None else int(number("jetstream_concurrency", 1)),
             publish_timeout=number("jetstream_publish_timeout", 0.1),

@@ -2,7 +2,10 @@
 
 Each served cell is one service: name = cell id, version = cell version,
 endpoints = its verbs (subject, queue group), metadata = category and schemas.
-Every body answers ``$SRV.{PING,INFO,STATS}``, ``$SRV.<verb>.<name>`` and
+The metadata also says which server and cluster the body is connected to
+(``cbs.server``, ``cbs.cluster``), so a listing across a cluster or a
+supercluster shows where each instance is. Every body answers
+``$SRV.{PING,INFO,STATS}``, ``$SRV.<verb>.<name>`` and
 ``$SRV.<verb>.<name>.<id>`` for its cells, so ``nats micro ls`` and any ADR-32
 client see CBS cells. Stats come from the middleware in stats.py.
 """
@@ -17,6 +20,7 @@ from typing import Any
 import orjson
 
 from cbs.contracts import Cell
+from cbs.nats.capability import NatsConnection
 from cbs.nats.stats import EndpointStats, StatsTable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -29,7 +33,7 @@ INFO = "io.nats.micro.v1.info_response"
 STATS = "io.nats.micro.v1.stats_response"
 
 
-def _service(cell: Cell, instance: str) -> dict[str, Any]:
+def _service(cell: Cell, instance: str, where: dict[str, str]) -> dict[str, Any]:
     return {
         "name": cell.id,
         "id": instance,
@@ -38,6 +42,7 @@ def _service(cell: Cell, instance: str) -> dict[str, Any]:
             "cbs.category": cell.category,
             "cbs.service": cell.service,
             "cbs.language": str(cell.manifest().get("language", "python")),
+            **where,
         },
     }
 
@@ -62,8 +67,11 @@ def _endpoints(cell: Cell) -> list[dict[str, Any]]:
 class Discovery:
     """Answers ADR-32 requests for the cells of one body."""
 
-    def __init__(self, nc: Client, table: StatsTable) -> None:
+    def __init__(
+        self, nc: Client, table: StatsTable, connection: NatsConnection | None = None
+    ) -> None:
         self._nc = nc
+        self._connection = connection
         self._table = table
         self._nuid = NUID()
         self._cells: list[tuple[Cell, str, str]] = []  # cell, instance id, started
@@ -83,8 +91,10 @@ class Discovery:
         """Stop answering for this cell object (another version may stay)."""
         self._cells = [entry for entry in self._cells if entry[0] is not cell]
 
-    def _reply(self, kind: str, cell: Cell, instance: str, started: str) -> dict[str, Any]:
-        body = _service(cell, instance)
+    def _reply(
+        self, kind: str, cell: Cell, instance: str, started: str, where: dict[str, str]
+    ) -> dict[str, Any]:
+        body = _service(cell, instance, where)
         if kind == "PING":
             return {"type": PING, **body}
         if kind == "INFO":
@@ -110,10 +120,20 @@ class Discovery:
         kind = tokens[1]
         name = tokens[2] if len(tokens) > 2 else None
         ident = tokens[3] if len(tokens) > 3 else None
+        where = await self._where()
         for cell, instance, started in self._cells:
             if (name is None or name == cell.id) and (ident is None or ident == instance):
-                reply = self._reply(kind, cell, instance, started)
+                reply = self._reply(kind, cell, instance, started, where)
                 await self._nc.publish(msg.reply, orjson.dumps(reply))
+
+    async def _where(self) -> dict[str, str]:
+        if self._connection is None:
+            return {}
+        info = await self._connection.server()
+        where = {"cbs.server": info.name} if info.name else {}
+        if info.cluster:
+            where["cbs.cluster"] = info.cluster
+        return where
 
     async def stop(self) -> None:
         for sub in self._subs:
@@ -160,7 +180,9 @@ async def discover(
 def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Cells seen on a bus, one entry per cell id, for ``cbs cells``: like
     ``cbs cells --json`` plus ``language`` (metadata ``cbs.language``),
-    ``instances``, ``requests`` and ``errors`` (totals) and ``per_instance`` counts."""
+    ``instances``, ``requests`` and ``errors`` (totals), ``clusters`` (the NATS
+    clusters the instances are on, comma-separated) and ``per_instance``
+    counts, server and cluster."""
     cells: dict[str, dict[str, Any]] = {}
     for info in infos:
         if info.get("type") != INFO:
@@ -188,6 +210,14 @@ def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[
             },
         )
         entry["instances"] += 1
+        cluster = meta.get("cbs.cluster")
+        if cluster:
+            seen = set(filter(None, entry.get("clusters", "").split(",")))
+            entry["clusters"] = ",".join(sorted(seen | {cluster}))
+        where = {k[4:]: meta[k] for k in ("cbs.server", "cbs.cluster") if meta.get(k)}
+        if where:
+            counts = {"requests": 0, "errors": 0}
+            entry["per_instance"].setdefault(info.get("id", ""), counts).update(where)
     for stat in stats:
         found = cells.get(stat.get("name", ""))
         if found is None or stat.get("type") != STATS:
@@ -197,5 +227,6 @@ def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[
         errors = sum(e.get("num_errors", 0) for e in stat.get("endpoints", []))
         entry["requests"] += requests
         entry["errors"] += errors
-        entry["per_instance"][stat["id"]] = {"requests": requests, "errors": errors}
+        counts = {"requests": requests, "errors": errors}
+        entry["per_instance"].setdefault(stat["id"], {}).update(counts)
     return sorted(cells.values(), key=lambda c: c["id"])

@@ -173,7 +173,7 @@ def _discovery(body: Body) -> Discovery | None:
     if DISCOVERY not in body.stash:
         from cbs.nats.discovery import Discovery
 
-        body.stash[DISCOVERY] = Discovery(conn.client, body.stash.get(STATS, {}))
+        body.stash[DISCOVERY] = Discovery(conn.client, body.stash.get(STATS, {}), conn)
     return body.stash[DISCOVERY]
 
 
@@ -211,8 +211,7 @@ def _configure_server(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         type=number(int, at_least=1, at_most=65535),
-        default=4222,
-        help="port on 127.0.0.1 (4222)",
+        help="port on 127.0.0.1 (4222; a cluster uses free ports)",
     )
     parser.add_argument("--store", help="JetStream store folder (default: a temporary one)")
     parser.add_argument(
@@ -221,12 +220,27 @@ def _configure_server(parser: argparse.ArgumentParser) -> None:
         help="operator mode and TLS: create (once) the operator, accounts, CA and"
         " creds files in DIR, 0600 (docs/security.md)",
     )
+    parser.add_argument(
+        "--cluster",
+        type=number(int, at_least=1, at_most=9),
+        metavar="N",
+        help="an N-node cluster on free ports (docs/cluster.md)",
+    )
+    parser.add_argument(
+        "--supercluster",
+        action="store_true",
+        help="two clusters A and B (N nodes each, default 3) joined by gateways",
+    )
 
 
 async def _server(body: Body, args: argparse.Namespace) -> int:
     from cbs.contracts import Unavailable
     from cbs.nats.server import NatsServer
 
+    if args.cluster or args.supercluster:
+        from cbs.nats.cluster import serve_cluster
+
+        return await serve_cluster(body, args)
     extra, hint = "", ""
     if args.secure:
         from cbs.nats.secure import SecureSetup
@@ -237,7 +251,7 @@ async def _server(body: Body, args: argparse.Namespace) -> int:
             f" NATS_CA={setup.ca.cert} NATS_CREDS={setup.creds_path('admin')}"
             f"   (cbs auth add-cell|add-caller --dir {setup.folder} for the others)"
         )
-    server = NatsServer(args.port, args.store, extra_config=extra)
+    server = NatsServer(args.port or 4222, args.store, extra_config=extra)
     await asyncio.to_thread(server.start)
     url = server.url.replace("nats://", "tls://") if args.secure else server.url
 

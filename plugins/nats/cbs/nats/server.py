@@ -188,6 +188,7 @@ class NatsServer:
         jetstream: bool = True,
         ready_timeout: float = 10.0,
         extra_config: str = "",
+        name: str = "cbs",
     ) -> None:
         self._auto_port = port is None
         self.port = port or free_port()
@@ -197,6 +198,8 @@ class NatsServer:
         self.ready_timeout = ready_timeout
         #: Config text appended as is (authorization, tls, operator, accounts).
         self.extra_config = extra_config
+        #: The start of the server's name (a random part follows, see _config).
+        self.name_prefix = name
         self.process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._name = ""
@@ -210,14 +213,21 @@ class NatsServer:
         return self.process.pid if self.process else None
 
     @property
+    def server_name(self) -> str:
+        """The ``server_name`` of the running server ("" before the first start)."""
+        return self._name
+
+    @property
     def workdir(self) -> Path | None:
         """The work folder (config, log, temporary store) while started."""
         return self._workdir
 
     def _config(self, workdir: Path) -> Path:
         # A name of its own, so readiness is checked on this server, not on
-        # another one already listening on the port.
-        self._name = f"cbs-{os.getpid()}-{os.urandom(4).hex()}"
+        # another one already listening on the port. Kept across restarts: a
+        # JetStream cluster knows its peers by name.
+        if not self._name:
+            self._name = f"{self.name_prefix}-{os.getpid()}-{os.urandom(4).hex()}"
         lines = [f"listen: 127.0.0.1:{self.port}", f"server_name: {self._name}"]
         if self.jetstream:
             assert self.store is not None
