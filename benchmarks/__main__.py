@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -21,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,53 @@ SEQUENTIAL = "sequential"
 CONCURRENT = "concurrent"
 
 
+#: Processes whose CPU time is read around each measurement, by side:
+#: ``caller`` (this process), ``responder`` (the ``--split`` subprocess) and
+#: ``server`` (nats-server). A side that is absent is not reported.
+SIDES: dict[str, int] = {"caller": os.getpid()}
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@contextlib.contextmanager
+def sides(**pids: int | None) -> Iterator[None]:
+    """Measure these sides (besides the caller) while the block runs."""
+    saved = dict(SIDES)
+    SIDES.update({side: pid for side, pid in pids.items() if pid})
+    try:
+        yield
+    finally:
+        SIDES.clear()
+        SIDES.update(saved)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` from ``/proc/<pid>/stat`` (0 if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB, from ``/proc/<pid>/status`` (0 if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 async def measure(call: Call, count: int, in_flight: int) -> dict[str, float]:
-    """``count`` calls, ``in_flight`` at a time: throughput and latency."""
+    """``count`` calls, ``in_flight`` at a time: throughput, latency, and CPU
+    µs per request of each side in :data:`SIDES`."""
     latencies: list[int] = []
+    sides = dict(SIDES)
+    cpu_before = {side: cpu_seconds(pid) for side, pid in sides.items()}
     clock = time.perf_counter_ns
     todo = iter(range(count))
 
@@ -60,11 +105,16 @@ async def measure(call: Call, count: int, in_flight: int) -> dict[str, float]:
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = time.perf_counter() - began
+    cpu = {
+        f"cpu_{side}_us": (cpu_seconds(pid) - cpu_before[side]) * 1e6 / count
+        for side, pid in sides.items()
+    }
     latencies.sort()
     return {
         "rps": count / elapsed,
         "p50_us": latencies[len(latencies) // 2] / 1000,
         "p99_us": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000,
+        **cpu,
     }
 
 
@@ -111,9 +161,17 @@ class Runner:
         print(
             f"{row['scenario']:<18} {row['mode']:<11} {row['stack']:<22}"
             f" {row['rps']:>9.0f} {row['p50_us']:>8.1f} {row['p99_us']:>8.1f}"
-            f"  {ratio:>7} {p50r:>7}",
+            f"  {ratio:>7} {p50r:>7}  {cpu_columns(row)}",
             flush=True,
         )
+
+
+def cpu_columns(row: dict[str, Any]) -> str:
+    """``caller/responder/server`` CPU µs per request, for the sides measured."""
+    return " / ".join(
+        f"{row[key]:.0f}" if key in row else "-"
+        for key in ("cpu_caller_us", "cpu_responder_us", "cpu_server_us")
+    )
 
 
 async def nats_same_process(runner: Runner, url: str) -> None:
@@ -153,11 +211,12 @@ async def nats_split(runner: Runner, url: str) -> None:
         caller = make_body(nats_plugin, nats_url=url)
         await caller.start(serve=False)
         try:
-            await runner.compare(
-                "nats split-process",
-                ("raw nats-py", raw_call(client_nc)),
-                [("cbs", cbs_call(caller))],
-            )
+            with sides(responder=responder.pid):
+                await runner.compare(
+                    "nats split-process",
+                    ("raw nats-py", raw_call(client_nc)),
+                    [("cbs", cbs_call(caller))],
+                )
         finally:
             await caller.stop()
             await client_nc.close()
@@ -269,7 +328,7 @@ async def durable_send(runner: Runner) -> None:
     from cbs.jetstream.settings import Settings
     from cbs.jetstream.streams import requests_config
 
-    with NatsServer() as server:
+    with NatsServer() as server, sides(server=server.pid):
         nc = await nats.connect(server.url)
         js = nc.jetstream()
         await js.add_stream(requests_config("bench_raw", Settings()))
@@ -427,13 +486,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     runner = Runner(args)
     print(
         f"{'scenario':<18} {'mode':<11} {'stack':<22} {'req/s':>9} {'p50 us':>8} {'p99 us':>8}"
-        f"  {'ratio':>7} {'p50 r':>7}"
+        f"  {'ratio':>7} {'p50 r':>7}  CPU us/req caller / responder / server"
     )
     wanted = set(args.only.split(",")) if args.only else set(SCENARIOS)
     unknown = wanted - set(SCENARIOS)
     if unknown:
         raise SystemExit(f"unknown scenario {sorted(unknown)[0]!r}; choose from {SCENARIOS}")
-    with NatsServer(jetstream=False) as server:
+    with NatsServer(jetstream=False) as server, sides(server=server.pid):
         if "nats" in wanted:
             await nats_same_process(runner, server.url)
             if args.split:
