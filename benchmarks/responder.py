@@ -1,35 +1,58 @@
 """The responders of ``--split``, in their own process: a raw nats-py
-subscriber and a CBS body serving the benchmark cell on the same server.
+subscriber, a CBS body with the nats plugin only, a CBS body with every
+first-party plugin, and a FastStream subscriber (when installed), all on the
+same server.
 
-    python -m benchmarks.responder nats://127.0.0.1:PORT
+    python -m benchmarks.responder nats://127.0.0.1:PORT [--loop uvloop]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
-import sys
 
 import nats
 
-from benchmarks.stacks import make_body, raw_responder
+from benchmarks.stacks import (
+    FULL_SERVICE,
+    faststream_missing,
+    faststream_responder,
+    full_plugins,
+    make_body,
+    raw_responder,
+)
+from cbs.kernel.cli import loop_factory
 from cbs.nats import plugin as nats_plugin
 
 
 async def main(url: str) -> None:
     nc = await nats.connect(url)
     await raw_responder(nc)
-    body = make_body(nats_plugin, nats_url=url)
-    await body.start()
+    bodies = [
+        make_body(nats_plugin, nats_url=url),
+        make_body(*full_plugins(), service=FULL_SERVICE, nats_url=url),
+    ]
+    for body in bodies:
+        await body.start()
+    broker = None if faststream_missing() else await faststream_responder(url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print("ready", flush=True)
     await stop.wait()
-    await body.stop()
+    if broker is not None:
+        await broker.stop()
+    for body in bodies:
+        await body.stop()
     await nc.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--loop", default="asyncio")
+    args = parser.parse_args()
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        runner.run(main(args.url))

@@ -31,10 +31,10 @@ async def echo_handler(payload: dict[str, Any]) -> dict[str, Any]:
     return {"echo": payload["name"], "n": payload["id"] + 1}
 
 
-def bench_cell() -> Cell:
+def bench_cell(service: str = "bench") -> Cell:
     cell = Cell(
-        "bench_echo",
-        service="bench",
+        f"{service}_echo",
+        service=service,
         category="logic",
         version="1.0.0",
         purpose="Benchmark echo",
@@ -45,13 +45,16 @@ def bench_cell() -> Cell:
 
 
 class BenchPlugin:
-    """Registers the benchmark cell."""
+    """Registers the benchmark cell (of service ``service``)."""
 
     name = "bench"
 
+    def __init__(self, service: str = "bench") -> None:
+        self.service = service
+
     @hookimpl
     def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
-        cells.add(bench_cell())
+        cells.add(bench_cell(self.service))
 
 
 # -- raw nats-py ---------------------------------------------------------------------------
@@ -79,9 +82,9 @@ def raw_call(nc: Any) -> Call:
 # -- CBS ---------------------------------------------------------------------------------------
 
 
-def cbs_call(body: Body) -> Call:
+def cbs_call(body: Body, service: str = "bench") -> Call:
     async def call(payload: dict[str, Any]) -> dict[str, Any]:
-        return await body.request("bench", "echo", payload, timeout=10)
+        return await body.request(service, "echo", payload, timeout=10)
 
     return call
 
@@ -98,5 +101,64 @@ def direct_call() -> Call:
     return call
 
 
-def make_body(*extra: Any, **config: Any) -> Body:
-    return Body(config, plugins=[BenchPlugin(), *extra], autoload=False)
+def make_body(*extra: Any, service: str = "bench", **config: Any) -> Body:
+    return Body(config, plugins=[BenchPlugin(service), *extra], autoload=False)
+
+
+#: The service of the bench cell on bodies with every first-party plugin (its
+#: own queue group, so its requests never reach a nats-only responder).
+FULL_SERVICE = "benchfull"
+
+
+def full_plugins() -> list[Any]:
+    """Every first-party plugin a Quick start installs, with default settings
+    (nats, jetstream, tracing without an exporter, metrics, breaker)."""
+    from cbs.breaker import plugin as breaker_plugin
+    from cbs.jetstream import plugin as jetstream_plugin
+    from cbs.metrics import plugin as metrics_plugin
+    from cbs.nats import plugin as nats_plugin
+    from cbs.tracing import plugin as tracing_plugin
+
+    return [nats_plugin, jetstream_plugin, tracing_plugin, metrics_plugin, breaker_plugin]
+
+
+# -- FastStream (optional: pip install 'cell-body-system[bench]') ----------------------------
+
+SUBJECT_FASTSTREAM = "bench.faststream.echo"
+
+
+def faststream_missing() -> str | None:
+    """Why the FastStream stack cannot run (``None``: it can)."""
+    try:
+        import faststream.nats  # noqa: F401
+    except ImportError:
+        return "FastStream not installed (pip install 'cell-body-system[bench]'): stack skipped"
+    return None
+
+
+async def faststream_responder(url: str) -> Any:
+    """A FastStream NatsBroker subscriber in a queue group, returning the reply."""
+    from faststream.nats import NatsBroker
+
+    broker = NatsBroker(url, logger=None)
+
+    @broker.subscriber(SUBJECT_FASTSTREAM, queue="bench")
+    async def echo(payload: dict[str, Any]) -> dict[str, Any]:
+        return await echo_handler(payload)
+
+    await broker.start()
+    return broker
+
+
+async def faststream_caller(url: str) -> tuple[Any, Call]:
+    from faststream.nats import NatsBroker
+
+    broker = NatsBroker(url, logger=None)
+    await broker.start()
+
+    async def call(payload: dict[str, Any]) -> dict[str, Any]:
+        msg = await broker.request(payload, SUBJECT_FASTSTREAM, timeout=10)
+        result: dict[str, Any] = await msg.decode()
+        return result
+
+    return broker, call

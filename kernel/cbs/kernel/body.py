@@ -514,5 +514,25 @@ class Body:
         await sender.send(request, dict(headers) if headers else {})
         return request.id
 
+    async def send_many(
+        self,
+        service: str,
+        verb: str,
+        payloads: Iterable[Mapping[str, Any]],
+        *,
+        schema: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """:meth:`send` for many payloads at once: all are published before
+        their acknowledgements are awaited (with cbs-jetstream). Returns the
+        envelope ids, in order, once every request is stored; on an error some
+        may be stored already: send again with the same ids to retry safely."""
+        sender = self.capabilities.get(DurableSender)
+        if sender is None or self.bus is None:
+            raise Unavailable("No durable transport: install cbs-jetstream and use NATS")
+        requests = [self._new_request(service, verb, p, schema)[1] for p in payloads]
+        await sender.send_many(requests, dict(headers) if headers else {})
+        return [request.id for request in requests]
+
     def plugin_info(self) -> list[PluginInfo]:
         return list(self.plugins.values())

@@ -21,7 +21,7 @@ serves what on a shared bus), :class:`DurableSender` (what
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from cbs.kernel.errors import PluginError
@@ -109,6 +109,12 @@ class DurableSender(Capability):
     async def send(self, envelope: Envelope, headers: dict[str, str]) -> None:
         """Return once ``envelope`` is stored (delivered at least once later)."""
         raise NotImplementedError
+
+    async def send_many(self, envelopes: Sequence[Envelope], headers: dict[str, str]) -> None:
+        """Return once every envelope is stored. This default sends them one
+        by one; a sender that can have several in flight overrides it."""
+        for envelope in envelopes:
+            await self.send(envelope, dict(headers))
 
 
 class Runner(Capability):

@@ -13,7 +13,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from cbs.contracts import CbsError
@@ -82,11 +82,38 @@ def _add_global(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help="load only the named plugins (repeat); 'no:NAME' blocks one",
     )
     parser.add_argument(
+        "--loop",
+        metavar="NAME",
+        default=default or "asyncio",
+        help="event loop: asyncio (default) or uvloop (pip install 'cell-body-system[uvloop]')",
+    )
+    parser.add_argument(
         "--disable-plugin-autoload",
         action="store_true",
         default=default or False,
         help="load no entry-point plugin unless named with -p",
     )
+
+
+#: Event loops ``--loop`` offers.
+LOOPS = ("asyncio", "uvloop")
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event-loop factory of ``--loop NAME`` (``None``: asyncio's own).
+    Raises ``UsageError`` when uvloop is asked for and not installed."""
+    if name == "asyncio":
+        return None
+    if name != "uvloop":
+        raise UsageError(f"unknown event loop {name!r}; choose from {', '.join(LOOPS)}")
+    try:
+        import uvloop
+    except ImportError:
+        raise UsageError(
+            "--loop uvloop needs uvloop: pip install 'cell-body-system[uvloop]'"
+        ) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _pre_parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -155,9 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         body.configure({name: getattr(args, name, None) for name in body.options.names()})
         command = body.commands.get(args.command)
         assert command is not None
+        new_loop = loop_factory(pre.loop)
         result = command.item.run(body, args)
         if inspect.isawaitable(result):
-            result = asyncio.run(_run_async(body, result))
+            with asyncio.Runner(loop_factory=new_loop) as runner:
+                result = runner.run(_run_async(body, result))
         sys.stdout.flush()  # here, so a closed pipe is handled below, not at exit
         return int(result or 0)
     except BrokenPipeError:

@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from cbs.contracts import Cell, Endpoint, Envelope, Unavailable, codec
 from cbs.jetstream.dedup import done_config
 from cbs.jetstream.inbox import API_PREFIX, DurableInbox
-from cbs.jetstream.publish import publish_stored
+from cbs.jetstream.publish import ATTEMPT, RETRYABLE, publish_stored
 from cbs.jetstream.settings import Settings, durable_subject, stream_name
 from cbs.jetstream.streams import (
     dlq_config,
@@ -41,12 +41,19 @@ _NOT_READY = (
 )
 
 
+#: A batch publish that did not go out: it is sent again one by one.
+_NOT_SENT: tuple[type[Exception], ...] = (*RETRYABLE, nats.js.errors.TooManyStalledMsgsError)
+
+
 class _Sender(DurableSender):
     def __init__(self, runtime: JetStreamRuntime) -> None:
         self._runtime = runtime
 
     async def send(self, envelope: Envelope, headers: dict[str, str]) -> None:
         await self._runtime.send(envelope, headers)
+
+    async def send_many(self, envelopes: Sequence[Envelope], headers: dict[str, str]) -> None:
+        await self._runtime.send_many(envelopes, headers)
 
 
 class JetStreamRuntime:
@@ -129,6 +136,53 @@ class JetStreamRuntime:
             self.js,
             durable_subject(service, envelope.verb),
             codec.encode(envelope),
+            headers,
+            timeout=self.settings.publish_timeout,
+            on_no_stream=lambda: self.ensure_service(service, again=True),
+        )
+
+    async def send_many(self, envelopes: Sequence[Envelope], headers: dict[str, str]) -> None:
+        """Store many requests: every publish goes out before any PubAck is
+        awaited (``js.publish_async``), then the acks are gathered. A message
+        whose ack did not come within one attempt (or that failed) is sent
+        again the one-by-one way, with the same ``Nats-Msg-Id``: stored once."""
+        for service in {envelope.service for envelope in envelopes} - self._services:
+            await self.ensure_service(service)
+            self._services.add(service)
+        sent: list[tuple[asyncio.Future[Any] | None, str, bytes, dict[str, str], str]] = []
+        for envelope in envelopes:
+            subject = durable_subject(envelope.service, envelope.verb)
+            data = codec.encode(envelope)
+            hdrs = {**headers, "Nats-Msg-Id": envelope.id}
+            future: asyncio.Future[Any] | None
+            try:
+                future = await self.js.publish_async(
+                    subject, data, headers=dict(hdrs), wait_stall=ATTEMPT
+                )
+            except _NOT_SENT:
+                future = None
+            sent.append((future, subject, data, hdrs, envelope.service))
+        waiting = [future for future, *_ in sent if future is not None]
+        if waiting:
+            await asyncio.wait(waiting, timeout=min(ATTEMPT, self.settings.publish_timeout))
+        again = []
+        for future, subject, data, hdrs, service in sent:
+            if future is not None and future.done() and not future.cancelled():
+                if future.exception() is None:
+                    continue
+            elif future is not None:
+                future.cancel()
+            again.append(self._publish(subject, data, hdrs, service))
+        if again:
+            await asyncio.gather(*again)
+
+    async def _publish(
+        self, subject: str, data: bytes, headers: dict[str, str], service: str
+    ) -> None:
+        await publish_stored(
+            self.js,
+            subject,
+            data,
             headers,
             timeout=self.settings.publish_timeout,
             on_no_stream=lambda: self.ensure_service(service, again=True),

@@ -174,6 +174,15 @@ async def _answer(nc: Client, msg: Msg, data: bytes) -> None:
             log.warning("reply on %s lost: connection not usable", msg.subject)
 
 
+class _Expired(Exception):
+    """A request's timer ran out before an accepted reply came."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 class _Replies:
     """The reply inbox of one connection: a wildcard subscription and the
     requests waiting on it, by token."""
@@ -419,18 +428,23 @@ class NatsBus(TransportState):
         if nc is None or replies is None:
             raise Unavailable("NATS is not connected")
         token = str(next(replies.tokens))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         replies.waiting[token] = (future, check, subject)
+        # A timer on the future itself: asyncio.wait_for would add a second
+        # future, a callback and a task switch to every request.
+        timer = loop.call_later(timeout, _expire, future)
         try:
             await nc.publish(subject, data, reply=replies.prefix + token, headers=headers)  # type: ignore[arg-type]
-            return await asyncio.wait_for(future, timeout)
+            return await future
         except NotFound:
             raise NotFound(f"No cell serves {subject}") from None
-        except TimeoutError:
+        except _Expired:
             raise Timeout(f"No reply on {subject} within {timeout:g} s") from None
         except _GONE:
             raise Unavailable("NATS connection is not usable") from None
         finally:
+            timer.cancel()
             del replies.waiting[token]
 
     async def publish(
