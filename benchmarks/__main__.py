@@ -29,7 +29,9 @@ import importlib_metadata
 import nats
 
 from benchmarks.stacks import (
+    ECHO_SCHEMA,
     PAYLOAD,
+    BenchPlugin,
     Call,
     cbs_call,
     direct_call,
@@ -334,6 +336,26 @@ async def local_bus(runner: Runner) -> None:
         await body.stop()
 
 
+async def schemas(runner: Runner) -> None:
+    """The cost of checking every request against a JSON Schema (cbs-schemas),
+    on the local bus so that nothing else hides it."""
+    import cbs.schemas.plugin
+
+    plain = make_body(cbs.schemas.plugin, transport="local")
+    checked = make_body(
+        cbs.schemas.plugin, cells=BenchPlugin(json_schema=ECHO_SCHEMA), transport="local"
+    )
+    await plain.start()
+    await checked.start()
+    try:
+        await runner.compare(
+            "schemas", ("no schema", cbs_call(plain)), [("json_schema", cbs_call(checked))]
+        )
+    finally:
+        await checked.stop()
+        await plain.stop()
+
+
 def wall_time(command: list[str], runs: int) -> float:
     """Median wall time of a command, in seconds."""
     times = []
@@ -420,7 +442,7 @@ def machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": model}
 
 
-SCENARIOS = ("nats", "breaker", "observability", "jetstream", "local", "startup")
+SCENARIOS = ("nats", "breaker", "observability", "jetstream", "local", "schemas", "startup")
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -446,6 +468,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await durable_send(runner)
     if "local" in wanted:
         await local_bus(runner)
+    if "schemas" in wanted:
+        await schemas(runner)
     startup = (
         {} if args.no_startup or "startup" not in wanted else startup_figures(args.startup_runs)
     )

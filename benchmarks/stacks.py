@@ -31,7 +31,23 @@ async def echo_handler(payload: dict[str, Any]) -> dict[str, Any]:
     return {"echo": payload["name"], "n": payload["id"] + 1}
 
 
-def bench_cell() -> Cell:
+#: The JSON Schema of PAYLOAD, for the ``schemas`` scenario (cbs-schemas).
+ECHO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "id": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
+        "score": {"type": "number"},
+        "active": {"type": "boolean"},
+        "note": {"type": "string"},
+    },
+    "required": ["name", "id"],
+    "additionalProperties": False,
+}
+
+
+def bench_cell(**options: Any) -> Cell:
     cell = Cell(
         "bench_echo",
         service="bench",
@@ -40,18 +56,21 @@ def bench_cell() -> Cell:
         purpose="Benchmark echo",
         max_concurrency=256,
     )
-    cell.add_verb("echo", echo_handler, schema=SCHEMA)
+    cell.add_verb("echo", echo_handler, schema=SCHEMA, **options)
     return cell
 
 
 class BenchPlugin:
-    """Registers the benchmark cell."""
+    """Registers the benchmark cell (with endpoint options, e.g. ``json_schema``)."""
 
     name = "bench"
 
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
     @hookimpl
     def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
-        cells.add(bench_cell())
+        cells.add(bench_cell(**self.options))
 
 
 # -- raw nats-py ---------------------------------------------------------------------------
@@ -98,5 +117,5 @@ def direct_call() -> Call:
     return call
 
 
-def make_body(*extra: Any, **config: Any) -> Body:
-    return Body(config, plugins=[BenchPlugin(), *extra], autoload=False)
+def make_body(*extra: Any, cells: BenchPlugin | None = None, **config: Any) -> Body:
+    return Body(config, plugins=[cells or BenchPlugin(), *extra], autoload=False)
