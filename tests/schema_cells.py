@@ -56,3 +56,11 @@ def greeter(version: str = "2.0.0") -> Cell:
         return payload
 
     return cell
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``cbs`` subprocess: no CBS_* of the user's, plus ``extra``."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBS_")}
+    return {**env, **extra}

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from cbs.contracts import Cell
+from cbs.contracts import Cell, Endpoint
 from cbs.nats.stats import EndpointStats, StatsTable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.nuid import NUID
 
 __all__ = ["Discovery", "discover", "summarize"]
+
+#: The metadata that endpoint options advertise (``EndpointOptionRegistry.metadata``).
+Metadata = Callable[[Endpoint], Mapping[str, str]]
 
 PING = "io.nats.micro.v1.ping_response"
 INFO = "io.nats.micro.v1.info_response"
@@ -38,10 +42,11 @@ def _service(cell: Cell, instance: str) -> dict[str, Any]:
     }
 
 
-def _endpoints(cell: Cell) -> list[dict[str, Any]]:
+def _endpoints(cell: Cell, more: Metadata | None = None) -> list[dict[str, Any]]:
     result = []
     for e in cell.endpoints:
-        metadata = {"cbs.schema": e.schema}
+        metadata = {} if more is None else dict(more(e))
+        metadata["cbs.schema"] = e.schema
         if e.reply_schema:
             metadata["cbs.reply_schema"] = e.reply_schema
         result.append(
@@ -58,8 +63,9 @@ def _endpoints(cell: Cell) -> list[dict[str, Any]]:
 class Discovery:
     """Answers ADR-32 requests for the cells of one body."""
 
-    def __init__(self, nc: Client, table: StatsTable) -> None:
+    def __init__(self, nc: Client, table: StatsTable, metadata: Metadata | None = None) -> None:
         self._nc = nc
+        self._metadata = metadata
         self._table = table
         self._nuid = NUID()
         self._cells: list[tuple[Cell, str, str]] = []  # cell, instance id, started
@@ -85,9 +91,14 @@ class Discovery:
             return {"type": PING, **body}
         if kind == "INFO":
             description = cell.manifest().get("purpose", "")
-            return {"type": INFO, **body, "description": description, "endpoints": _endpoints(cell)}
+            return {
+                "type": INFO,
+                **body,
+                "description": description,
+                "endpoints": _endpoints(cell, self._metadata),
+            }
         endpoints = []
-        for info in _endpoints(cell):
+        for info in _endpoints(cell, self._metadata):
             stats = self._table.get(info["subject"]) or EndpointStats()
             endpoints.append(
                 {
@@ -176,6 +187,20 @@ def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[
                     for e in info.get("endpoints", [])
                 ],
                 "purpose": info.get("description", ""),
+                "endpoints": [
+                    {
+                        "verb": e.get("name", ""),
+                        "subject": e.get("subject", ""),
+                        "schema": (e.get("metadata") or {}).get("cbs.schema", ""),
+                        "reply_schema": (e.get("metadata") or {}).get("cbs.reply_schema"),
+                        "metadata": {
+                            k: v
+                            for k, v in (e.get("metadata") or {}).items()
+                            if k not in ("cbs.schema", "cbs.reply_schema")
+                        },
+                    }
+                    for e in info.get("endpoints", [])
+                ],
                 "instances": 0,
                 "requests": 0,
                 "errors": 0,
