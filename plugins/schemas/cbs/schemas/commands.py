@@ -17,33 +17,35 @@ def _print_json(data: Any) -> None:
 
 
 def configure_schema(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    c = sub.add_parser(
-        "check",
-        help="name the breaking changes from OLD schema(s) to NEW; exit 1 on a break"
-        " without a major version bump",
+    # One parser for every action, so that the body's options (--nats-url)
+    # go anywhere on the line.
+    parser.add_argument(
+        "action",
+        choices=("check", "get", "history"),
+        help="check: name the breaking changes from OLD schema(s) to NEW, exit 1 on a break"
+        " without a major version bump; get: print a verb's request schema from the"
+        " registry; history: list its versions",
     )
-    c.add_argument(
-        "schemas",
+    parser.add_argument(
+        "args",
         nargs="+",
-        metavar="SCHEMA",
-        help="JSON Schema files, oldest first, the new one last"
-        " (the new one alone with --against-registry)",
+        metavar="ARG",
+        help="check: JSON Schema files, oldest first, the new one last (the new one alone"
+        " with --against-registry); get, history: SERVICE.VERB",
     )
-    c.add_argument("--mode", choices=MODES, default="BACKWARD", type=str.upper)
-    c.add_argument(
+    parser.add_argument(
+        "--mode", choices=MODES, default="BACKWARD", type=str.upper, help="check: the mode"
+    )
+    parser.add_argument(
         "--against-registry",
         metavar="SERVICE.VERB",
-        help="compare the new schema with the versions of this verb in the registry",
+        help="check: compare the new schema with the versions of this verb in the registry",
     )
-    c.add_argument("--json", action="store_true", help="print the changes as JSON")
-    g = sub.add_parser("get", help="print a verb's request schema from the registry")
-    g.add_argument("target", metavar="SERVICE.VERB")
-    g.add_argument("--version", type=int, metavar="N", help="that version (default: the latest)")
-    g.add_argument("--entry", action="store_true", help="print the whole entry, not the schema")
-    h = sub.add_parser("history", help="list the versions of a verb in the registry")
-    h.add_argument("target", metavar="SERVICE.VERB")
-    h.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--version", type=int, metavar="N", help="get: that version (default: latest)"
+    )
+    parser.add_argument("--entry", action="store_true", help="get: the whole registry entry")
+    parser.add_argument("--json", action="store_true", help="check, history: print JSON")
 
 
 def _load(path: str) -> dict[str, Any]:
@@ -69,7 +71,9 @@ async def _registry(body: Body, command: str) -> Any:
 async def run_schema(body: Body, args: argparse.Namespace) -> int:
     if args.action == "check":
         return await _check(body, args)
-    service, verb = parse_target(args.target)
+    if len(args.args) != 1:
+        raise UsageError(f"cbs schema {args.action} takes one SERVICE.VERB")
+    service, verb = parse_target(args.args[0])
     registry = await _registry(body, f"schema {args.action}")
     if args.action == "history":
         versions = await registry.history(service, verb)
@@ -91,9 +95,10 @@ async def run_schema(body: Body, args: argparse.Namespace) -> int:
 
 
 async def _check(body: Body, args: argparse.Namespace) -> int:
+    args.schemas_ = args.args
     labels: list[str]
     if args.against_registry:
-        if len(args.schemas) != 1:
+        if len(args.schemas_) != 1:
             raise UsageError("with --against-registry give only the NEW schema")
         service, verb = parse_target(args.against_registry)
         registry = await _registry(body, "schema check")
@@ -101,11 +106,11 @@ async def _check(body: Body, args: argparse.Namespace) -> int:
         history = [e["schema"] for e in versions]
         labels = [e["label"] for e in versions]
     else:
-        if len(args.schemas) < 2:
+        if len(args.schemas_) < 2:
             raise UsageError("give OLD and NEW schemas (or NEW with --against-registry)")
-        history = [_load(p) for p in args.schemas[:-1]]
-        labels = [str(s.get("$id") or p) for s, p in zip(history, args.schemas, strict=False)]
-    new_path = args.schemas[-1]
+        history = [_load(p) for p in args.schemas_[:-1]]
+        labels = [str(s.get("$id") or p) for s, p in zip(history, args.schemas_, strict=False)]
+    new_path = args.schemas_[-1]
     new = _load(new_path)
     changes = check(args.mode, history, new)
     old_major = major_of(labels[-1]) if labels else None

@@ -84,25 +84,22 @@ class Registry:
         return self._kv
 
     async def history(self, service: str, verb: str) -> list[dict[str, Any]]:
-        """Every version of the verb's request schema, oldest first."""
-        from nats.js.errors import KeyNotFoundError, NoKeysError
+        """Every version of the verb's request schema, oldest first (read
+        ``.1``, ``.2``, ... up to the first missing number)."""
+        from nats.js.errors import KeyNotFoundError
 
         kv = await self._bucket(create=False)
         if kv is None:
             return []
-        try:
-            keys = await kv.keys(filters=[f"{service}.{verb}.*"])
-        except NoKeysError:
-            return []
         found = []
-        for key in keys:
+        while True:
             try:
-                entry = await kv.get(key)
+                entry = await kv.get(f"{service}.{verb}.{len(found) + 1}")
             except KeyNotFoundError:
-                continue
-            if entry.value:
-                found.append(orjson.loads(entry.value))
-        return sorted(found, key=lambda e: int(e.get("version", 0)))
+                return found
+            if not entry.value:
+                return found
+            found.append(orjson.loads(entry.value))
 
     async def get(
         self, service: str, verb: str, version: int | None = None
