@@ -91,7 +91,7 @@ class Registry:
         kv = await self._bucket(create=False)
         if kv is None:
             return []
-        found = []
+        found: list[dict[str, Any]] = []
         while True:
             try:
                 entry = await kv.get(f"{service}.{verb}.{len(found) + 1}")
