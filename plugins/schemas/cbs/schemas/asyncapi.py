@@ -21,7 +21,7 @@ import orjson
 
 from cbs.kernel import Body, Directory
 
-__all__ = ["document_for", "configure", "run"]
+__all__ = ["document_for", "installed_rows", "configure", "run"]
 
 JSON_SCHEMA_FORMAT = "application/schema+json;version=draft-07"
 _KEY = re.compile(r"[^\w.\-]")
@@ -162,7 +162,8 @@ def document_for(rows: Iterable[Mapping[str, Any]], *, url: str | None = None) -
     return doc
 
 
-def _installed(body: Body) -> list[dict[str, Any]]:
+def installed_rows(body: Body) -> list[dict[str, Any]]:
+    """The installed cells of ``body`` as rows for :func:`document_for`."""
     rows = []
     for entry in body.cells:
         cell = entry.item
@@ -197,12 +198,12 @@ async def run(body: Body, args: argparse.Namespace) -> int:
     if body.transport_shared() and not args.installed:
         await body.start(serve=False)
         directory = body.capabilities.get(Directory)
-        rows = await directory.list_cells() if directory is not None else _installed(body)
+        rows = await directory.list_cells() if directory is not None else installed_rows(body)
         from cbs.nats import NatsConnection
 
         conn = body.capabilities.get(NatsConnection)
         url = None if conn is None else conn.url
     else:
-        rows = _installed(body)
+        rows = installed_rows(body)
     print(json.dumps(document_for(rows, url=url), indent=2, ensure_ascii=False))
     return 0
