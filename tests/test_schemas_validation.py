@@ -109,3 +109,27 @@ def test_sources_file_dict_and_models(tmp_path: Path) -> None:
         document(tmp_path / "missing.json")
     with pytest.raises(SchemaError, match="neither"):
         document(int)
+
+
+async def test_an_upcaster_that_breaks_the_current_schema_is_internal(
+    make_body: MakeBody,
+) -> None:
+    from cbs.contracts import Internal
+    from cbs.schemas import Upcast
+
+    cell = Cell("bad", category="logic", version="1.0.0", purpose="a broken upcaster")
+
+    @cell.verb(
+        "go",
+        schema="tt/v2/Go",
+        also_accepts=("tt/v1/Go",),
+        json_schema={"type": "object", "required": ["b"]},
+        upcasts={"tt/v1/Go": Upcast({"type": "object"}, lambda p: {"a": 1})},
+    )
+    async def go(payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    body = await started(make_body, cell)
+    with pytest.raises(Internal):
+        await body.request("bad", "go", {}, schema="tt/v1/Go")
+    assert await body.request("bad", "go", {"b": 2}, schema="tt/v2/Go") == {"b": 2}

@@ -9,6 +9,7 @@ into the current one by its upcaster, and handed on under the current label.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 Validator = Any  # a jsonschema_rs validator (untyped)
+
+log = logging.getLogger("cbs.schemas")
 
 
 def _meta(prefix: str) -> Callable[[Any], Mapping[str, str]]:
@@ -148,6 +151,7 @@ def schema_middleware(served: Served, inner: ServerHandler) -> ServerHandler:
         checks[label] = (compile_schema(contract.older[label]), up.to_current)
     main = checks.get(current, (None, None))[0]
     error_cls = jsonschema_rs.ValidationError
+    subject = served.subject
     evolve = Envelope.trusted
 
     async def validate(request: Envelope, headers: Mapping[str, str]) -> Envelope:
@@ -155,6 +159,7 @@ def schema_middleware(served: Served, inner: ServerHandler) -> ServerHandler:
         if check is None:  # a label the kernel accepts or refuses: not ours
             return await inner(request, headers)
         validator, upcast = check
+        label = request.schema
         try:
             validator.validate(request.payload)
         except error_cls as exc:
@@ -162,7 +167,10 @@ def schema_middleware(served: Served, inner: ServerHandler) -> ServerHandler:
         if upcast is not None:
             payload = upcast(dict(request.payload or {}))
             if main is not None and not main.is_valid(payload):
-                raise Internal()  # the upcaster made what the current schema refuses
+                # The cell's bug, not the caller's: its upcaster made what
+                # the current schema refuses.
+                log.error("%s: the upcaster of %s made an invalid %s", subject, label, current)
+                raise Internal()
             request = evolve(request.id, request.service, request.verb, current, payload)
         return await inner(request, headers)
 
