@@ -14,8 +14,8 @@ from schema_cells import greeter
 
 import cbs.schemas.plugin
 from cbs.contracts import BadRequest
-from cbs.kernel import Body, Cell, Served
-from cbs.schemas import SchemaError, document, schema_of
+from cbs.kernel import Body, Cell, PluginError, Served
+from cbs.schemas import SchemaError, Upcast, document, schema_of
 from cbs.schemas.validation import schema_middleware
 from cbs.testing import CellsPlugin
 
@@ -133,3 +133,21 @@ async def test_an_upcaster_that_breaks_the_current_schema_is_internal(
     with pytest.raises(Internal):
         await body.request("bad", "go", {}, schema="tt/v1/Go")
     assert await body.request("bad", "go", {"b": 2}, schema="tt/v2/Go") == {"b": 2}
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"json_schema": "/nonexistent/name.json"}, "cannot read schema"),
+        ({"json_schema": {"type": 5}}, "bad JSON Schema"),
+        ({"upcasts": {"tt/v0/Go": Upcast({})}}, "not in also_accepts"),
+    ],
+)
+async def test_a_bad_schema_stops_the_start_naming_cell_and_verb(
+    make_body: MakeBody, options: dict[str, Any], expected: str
+) -> None:
+    cell = Cell("bad", category="logic", version="1.0.0", purpose="bad schemas")
+    cell.add_verb("go", lambda p: p, schema="tt/v1/Go", **options)
+    body = make_body(cbs.schemas.plugin, CellsPlugin(cell))
+    with pytest.raises(PluginError, match=f"cell 'bad' verb 'go': .*{expected}"):
+        await body.start()

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema_rs
 
 from cbs.contracts import BadRequest, Endpoint, Envelope, Internal
-from cbs.kernel import EndpointOption, Served, ServerHandler
+from cbs.kernel import EndpointOption, PluginError, Served, ServerHandler
 from cbs.schemas.documents import Source, Upcast, document, fingerprint
 
 __all__ = [
@@ -138,17 +138,38 @@ def bad_request(error: Any, label: str) -> BadRequest:
     return BadRequest(message, details={k: v for k, v in details.items() if v is not None})
 
 
+Checks = dict[str, tuple[Validator, Callable[[dict[str, Any]], dict[str, Any]] | None]]
+
+
+def _compiled(served: Served) -> tuple[Contract, Checks] | None:
+    """The endpoint's validators by label; a schema that cannot be read or
+    compiled is a ``PluginError`` naming the cell and verb."""
+    try:
+        contract = contract_of(served.endpoint)
+        if contract is None or contract.empty:
+            return None
+        checks: Checks = {}
+        if contract.request is not None:
+            checks[contract.label] = (compile_schema(contract.request), None)
+        for label, up in contract.upcasts.items():
+            if label not in served.endpoint.also_accepts:
+                raise ValueError(f"upcasts names {label}, which is not in also_accepts")
+            checks[label] = (compile_schema(contract.older[label]), up.to_current)
+    except ValueError as exc:  # SchemaError, jsonschema-rs's errors
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PluginError(
+            f"cell '{served.cell.id}' verb '{served.endpoint.verb}': bad JSON Schema: {message}"
+        ) from None
+    return contract, checks
+
+
 def schema_middleware(served: Served, inner: ServerHandler) -> ServerHandler:
     """Server middleware factory: checks requests before ``inner`` runs."""
-    contract = contract_of(served.endpoint)
-    if contract is None or contract.empty:
+    compiled = _compiled(served)
+    if compiled is None:
         return inner
+    contract, checks = compiled
     current = contract.label
-    checks: dict[str, tuple[Validator, Callable[[dict[str, Any]], dict[str, Any]] | None]] = {}
-    if contract.request is not None:
-        checks[current] = (compile_schema(contract.request), None)
-    for label, up in contract.upcasts.items():
-        checks[label] = (compile_schema(contract.older[label]), up.to_current)
     main = checks.get(current, (None, None))[0]
     error_cls = jsonschema_rs.ValidationError
     subject = served.subject
