@@ -38,8 +38,10 @@ import nats.errors
 
 from benchmarks.pools import polyglot, pool_scaling
 from benchmarks.stacks import (
+    ECHO_SCHEMA,
     FULL_SERVICE,
     PAYLOAD,
+    BenchPlugin,
     Call,
     cbs_call,
     direct_call,
@@ -543,6 +545,26 @@ async def local_bus(runner: Runner) -> None:
         await body.stop()
 
 
+async def schemas(runner: Runner) -> None:
+    """The cost of checking every request against a JSON Schema (cbs-schemas),
+    on the local bus so that nothing else hides it."""
+    import cbs.schemas.plugin
+
+    plain = make_body(cbs.schemas.plugin, transport="local")
+    checked = make_body(
+        cbs.schemas.plugin, cells=BenchPlugin(json_schema=ECHO_SCHEMA), transport="local"
+    )
+    await plain.start()
+    await checked.start()
+    try:
+        await runner.compare(
+            "schemas", ("no schema", cbs_call(plain)), [("json_schema", cbs_call(checked))]
+        )
+    finally:
+        await checked.stop()
+        await plain.stop()
+
+
 def wall_time(command: list[str], runs: int) -> float:
     """Median wall time of a command, in seconds."""
     times = []
@@ -657,6 +679,7 @@ SCENARIOS = (
     "local",
     "pool",
     "polyglot",
+    "schemas",
     "startup",
 )
 
@@ -684,6 +707,8 @@ async def run_scenarios(runner: Runner, wanted: set[str]) -> None:
         await durable_send(runner)
     if "local" in wanted:
         await local_bus(runner)
+    if "schemas" in wanted:
+        await schemas(runner)
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:

@@ -31,7 +31,23 @@ async def echo_handler(payload: dict[str, Any]) -> dict[str, Any]:
     return {"echo": payload["name"], "n": payload["id"] + 1}
 
 
-def bench_cell(service: str = "bench") -> Cell:
+#: The JSON Schema of PAYLOAD, for the ``schemas`` scenario (cbs-schemas).
+ECHO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "id": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
+        "score": {"type": "number"},
+        "active": {"type": "boolean"},
+        "note": {"type": "string"},
+    },
+    "required": ["name", "id"],
+    "additionalProperties": False,
+}
+
+
+def bench_cell(service: str = "bench", **options: Any) -> Cell:
     cell = Cell(
         f"{service}_echo",
         service=service,
@@ -40,21 +56,23 @@ def bench_cell(service: str = "bench") -> Cell:
         purpose="Benchmark echo",
         max_concurrency=256,
     )
-    cell.add_verb("echo", echo_handler, schema=SCHEMA)
+    cell.add_verb("echo", echo_handler, schema=SCHEMA, **options)
     return cell
 
 
 class BenchPlugin:
-    """Registers the benchmark cell (of service ``service``)."""
+    """Registers the benchmark cell (of service ``service``, with endpoint
+    options, e.g. ``json_schema``)."""
 
     name = "bench"
 
-    def __init__(self, service: str = "bench") -> None:
+    def __init__(self, service: str = "bench", **options: Any) -> None:
         self.service = service
+        self.options = options
 
     @hookimpl
     def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
-        cells.add(bench_cell(self.service))
+        cells.add(bench_cell(self.service, **self.options))
 
 
 # -- raw nats-py ---------------------------------------------------------------------------
@@ -101,8 +119,10 @@ def direct_call() -> Call:
     return call
 
 
-def make_body(*extra: Any, service: str = "bench", **config: Any) -> Body:
-    return Body(config, plugins=[BenchPlugin(service), *extra], autoload=False)
+def make_body(
+    *extra: Any, service: str = "bench", cells: BenchPlugin | None = None, **config: Any
+) -> Body:
+    return Body(config, plugins=[cells or BenchPlugin(service), *extra], autoload=False)
 
 
 #: The service of the bench cell on bodies with every first-party plugin (its

@@ -86,6 +86,8 @@ def test_registers_one_of_each(make_body: MakeBody, example: types.ModuleType) -
         "cell_fields": ["example_tag"],
         "endpoint_options": ["audited"],
     }
+    echo = next(e for e in body.cells.cell(ECHO_CELL).endpoints if e.verb == "echo")
+    assert body.endpoint_options.metadata(echo) == {"example.audited": "true"}
 
 
 async def test_requests_go_through_both_middleware(

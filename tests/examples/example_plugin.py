@@ -68,7 +68,14 @@ def cbs_addhooks(pluginmanager: pluggy.PluginManager) -> None:
 
 # --- docs: cbs_add_endpoint_options ---
 #: Set by cells per verb (@cell.verb(..., audited=True)); read with AUDITED.of(endpoint).
-AUDITED = EndpointOption("audited", bool, False, help="log every request of this verb")
+AUDITED = EndpointOption(
+    "audited",
+    bool,
+    False,
+    help="log every request of this verb",
+    # What discovery ($SRV.INFO, cbs cells --json) advertises for a verb that sets it.
+    metadata=lambda on: {"example.audited": "true" if on else "false"},
+)
 
 
 @hookimpl

@@ -207,6 +207,16 @@ def cells_report(body: Body) -> list[dict[str, Any]]:
                 "schemas": [s["schema"] for s in manifest["interface"]["serves"]],
                 "plugin": entry.plugin,
                 "purpose": manifest["purpose"],
+                "endpoints": [
+                    {
+                        "verb": e.verb,
+                        "subject": f"cbs.{cell.service}.{e.verb}",
+                        "schema": e.schema,
+                        "reply_schema": e.reply_schema,
+                        "metadata": body.endpoint_options.metadata(e),
+                    }
+                    for e in cell.endpoints
+                ],
             }
         )
     return report
@@ -240,6 +250,7 @@ _CELL_KEYS = (
     "schemas",
     "purpose",
     "plugin",
+    "endpoints",
 )
 
 

@@ -354,6 +354,10 @@ class EndpointOption(Generic[T]):
     type: type[T]
     default: T
     help: str = ""
+    #: What a value of this option advertises in discovery (``$SRV.INFO``
+    #: endpoint metadata, ``cbs cells --json``): string keys and values.
+    #: ``None``: nothing.
+    metadata: Callable[[Any], Mapping[str, str]] | None = None
 
     def of(self, endpoint: Endpoint | None) -> T:
         """The value an endpoint sets (the default if it sets none)."""
@@ -375,6 +379,16 @@ class EndpointOptionRegistry(_Registry[EndpointOption[Any]]):
                 f"plugin '{self.plugin}': endpoint option '{option.name}' is not snake_case"
             )
         self._add(option.name, option)
+
+    def metadata(self, endpoint: Endpoint) -> dict[str, str]:
+        """The metadata the declared options an endpoint sets advertise,
+        merged (transports with discovery publish it; wiring time only)."""
+        merged: dict[str, str] = {}
+        for name, value in endpoint.options.items():
+            entry = self.get(name)
+            if entry is not None and entry.item.metadata is not None:
+                merged.update(entry.item.metadata(value))
+        return merged
 
     def check(self, cell: Cell) -> list[str]:
         """Raise ``PluginError`` for a declared option of the wrong type;

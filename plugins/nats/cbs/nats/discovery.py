@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from cbs.contracts import Cell
+from cbs.contracts import Cell, Endpoint
 from cbs.nats.capability import NatsConnection
 from cbs.nats.stats import EndpointStats, StatsTable
 from nats.aio.client import Client
@@ -27,6 +28,9 @@ from nats.aio.msg import Msg
 from nats.nuid import NUID
 
 __all__ = ["Discovery", "discover", "summarize"]
+
+#: The metadata that endpoint options advertise (``EndpointOptionRegistry.metadata``).
+Metadata = Callable[[Endpoint], Mapping[str, str]]
 
 PING = "io.nats.micro.v1.ping_response"
 INFO = "io.nats.micro.v1.info_response"
@@ -47,10 +51,11 @@ def _service(cell: Cell, instance: str, where: dict[str, str]) -> dict[str, Any]
     }
 
 
-def _endpoints(cell: Cell) -> list[dict[str, Any]]:
+def _endpoints(cell: Cell, more: Metadata | None = None) -> list[dict[str, Any]]:
     result = []
     for e in cell.endpoints:
-        metadata = {"cbs.schema": e.schema}
+        metadata = {} if more is None else dict(more(e))
+        metadata["cbs.schema"] = e.schema
         if e.reply_schema:
             metadata["cbs.reply_schema"] = e.reply_schema
         result.append(
@@ -68,10 +73,15 @@ class Discovery:
     """Answers ADR-32 requests for the cells of one body."""
 
     def __init__(
-        self, nc: Client, table: StatsTable, connection: NatsConnection | None = None
+        self,
+        nc: Client,
+        table: StatsTable,
+        connection: NatsConnection | None = None,
+        metadata: Metadata | None = None,
     ) -> None:
         self._nc = nc
         self._connection = connection
+        self._metadata = metadata
         self._table = table
         self._nuid = NUID()
         self._cells: list[tuple[Cell, str, str]] = []  # cell, instance id, started
@@ -99,9 +109,14 @@ class Discovery:
             return {"type": PING, **body}
         if kind == "INFO":
             description = cell.manifest().get("purpose", "")
-            return {"type": INFO, **body, "description": description, "endpoints": _endpoints(cell)}
+            return {
+                "type": INFO,
+                **body,
+                "description": description,
+                "endpoints": _endpoints(cell, self._metadata),
+            }
         endpoints = []
-        for info in _endpoints(cell):
+        for info in _endpoints(cell, self._metadata):
             stats = self._table.get(info["subject"]) or EndpointStats()
             endpoints.append(
                 {
@@ -203,6 +218,20 @@ def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[
                 ],
                 "purpose": info.get("description", ""),
                 "language": meta.get("cbs.language", "unknown"),
+                "endpoints": [
+                    {
+                        "verb": e.get("name", ""),
+                        "subject": e.get("subject", ""),
+                        "schema": (e.get("metadata") or {}).get("cbs.schema", ""),
+                        "reply_schema": (e.get("metadata") or {}).get("cbs.reply_schema"),
+                        "metadata": {
+                            k: v
+                            for k, v in (e.get("metadata") or {}).items()
+                            if k not in ("cbs.schema", "cbs.reply_schema")
+                        },
+                    }
+                    for e in info.get("endpoints", [])
+                ],
                 "instances": 0,
                 "requests": 0,
                 "errors": 0,

@@ -173,7 +173,9 @@ def _discovery(body: Body) -> Discovery | None:
     if DISCOVERY not in body.stash:
         from cbs.nats.discovery import Discovery
 
-        body.stash[DISCOVERY] = Discovery(conn.client, body.stash.get(STATS, {}), conn)
+        body.stash[DISCOVERY] = Discovery(
+            conn.client, body.stash.get(STATS, {}), conn, body.endpoint_options.metadata
+        )
     return body.stash[DISCOVERY]
 
 

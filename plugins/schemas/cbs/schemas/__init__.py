@@ -1,0 +1,32 @@
+"""JSON Schemas for CBS verbs (``cbs-schemas``).
+
+A verb declares the JSON Schema of its request (and reply) as endpoint
+options: a path, a dict, or a typed model (an attrs class or a TypedDict)::
+
+    @cell.verb("say_hello", schema="demo/v2/Name", json_schema=NameV2,
+               also_accepts=("demo/v1/Name",),
+               upcasts={"demo/v1/Name": Upcast(NameV1, v1_to_v2)})
+
+Requests are checked before the handler runs (``BadRequest`` naming the
+field and the rule), older payloads are upcast, discovery advertises the
+schemas, a JetStream key-value bucket keeps every published version, and
+``cbs schema check`` tells whether a change breaks callers. See docs/schemas.md.
+"""
+
+from __future__ import annotations
+
+from cbs.schemas.documents import SchemaError, Source, Upcast, document, fingerprint, schema_of
+from cbs.schemas.validation import JSON_SCHEMA, REPLY_JSON_SCHEMA, UPCASTS, compile_schema
+
+__all__ = [
+    "JSON_SCHEMA",
+    "REPLY_JSON_SCHEMA",
+    "UPCASTS",
+    "SchemaError",
+    "Source",
+    "Upcast",
+    "compile_schema",
+    "document",
+    "fingerprint",
+    "schema_of",
+]

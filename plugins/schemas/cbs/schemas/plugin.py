@@ -1,0 +1,111 @@
+"""Entry point ``schemas``: the endpoint options ``json_schema``,
+``reply_json_schema`` and ``upcasts``, the validating server middleware,
+the schema registry and the ``schema`` and ``asyncapi`` commands.
+
+Only hook implementations live here; jsonschema-rs and nats-py are imported
+when they are needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from cbs.contracts import Cell, Endpoint
+from cbs.kernel import (
+    Body,
+    CommandRegistry,
+    Config,
+    EndpointOptionRegistry,
+    MiddlewareRegistry,
+    StashKey,
+    hookimpl,
+)
+from cbs.nats import NatsConnection
+
+#: The endpoint options that give a verb schemas.
+OPTION_NAMES = ("json_schema", "reply_json_schema", "upcasts")
+
+
+def contract_names(endpoint: Endpoint) -> bool:
+    return any(name in endpoint.options for name in OPTION_NAMES)
+
+
+@hookimpl
+def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
+    from cbs.schemas.validation import JSON_SCHEMA, REPLY_JSON_SCHEMA, UPCASTS
+
+    options.add(JSON_SCHEMA)
+    options.add(REPLY_JSON_SCHEMA)
+    options.add(UPCASTS)
+
+
+@hookimpl
+def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
+    from cbs.schemas.validation import schema_middleware
+
+    middleware.add_server("json_schema", schema_middleware, phase="transport", order=0)
+
+
+#: Publications to the registry still running, per body.
+TASKS: StashKey[set[asyncio.Task[None]]] = StashKey()
+
+
+@hookimpl
+def cbs_add_commands(commands: CommandRegistry) -> None:
+    from cbs.schemas.commands import configure_schema, run_schema
+
+    commands.add(
+        "schema",
+        help="JSON Schemas of verbs: check compatibility, get them from the registry",
+        run=run_schema,
+        configure=configure_schema,
+    )
+    commands.add(
+        "asyncapi",
+        help="print an AsyncAPI 3.0 document of the installed (or, with --nats-url, served) cells",
+        run=_asyncapi,
+        configure=_configure_asyncapi,
+    )
+
+
+def _configure_asyncapi(parser: argparse.ArgumentParser) -> None:
+    from cbs.schemas.asyncapi import configure
+
+    configure(parser)
+
+
+async def _asyncapi(body: Body, args: argparse.Namespace) -> int:
+    from cbs.schemas.asyncapi import run
+
+    return await run(body, args)
+
+
+@hookimpl
+def cbs_cell_started(body: Body, cell: Cell) -> None:
+    # Publish in the background: serving never waits for the registry.
+    conn = body.capabilities.get(NatsConnection)
+    if conn is None or not any(contract_names(e) for e in cell.endpoints):
+        return
+    from cbs.schemas.registry import publish_cell
+
+    tasks = body.stash.setdefault(TASKS, set())
+    task = asyncio.get_running_loop().create_task(
+        publish_cell(conn.jetstream(timeout=2.0), cell, timeout=5.0)
+    )
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def published(body: Body) -> None:
+    """Wait for the schema publications this body started (tests, tools)."""
+    tasks = body.stash.get(TASKS, set())
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@hookimpl
+async def cbs_body_stopping(body: Body) -> None:
+    for task in body.stash.get(TASKS, set()):
+        task.cancel()
+    await published(body)
