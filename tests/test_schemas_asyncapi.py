@@ -29,8 +29,15 @@ SPECS = "@asyncapi/specs@6"
 
 
 @pytest.fixture(scope="module")
-def asyncapi_validator(request: pytest.FixtureRequest) -> Any:
-    folder = Path(request.config.cache.mkdir("asyncapi-specs"))
+def asyncapi_validator(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    folder = (
+        Path(cache.mkdir("asyncapi-specs"))
+        if cache is not None
+        else tmp_path_factory.mktemp("asyncapi-specs")
+    )
     schema = folder / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0.json"
     if not schema.is_file():
         npm = shutil.which("npm")
