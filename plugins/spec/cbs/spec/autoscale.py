@@ -20,7 +20,9 @@ the Kubernetes HPA:
 2. Stabilization (HPA ``behavior``): the count moves up only to the *lowest*
    proposal of the last ``scale_up_window`` seconds and down only to the
    *highest* proposal of the last ``scale_down_window`` seconds, so a spike
-   or a dip shorter than its window does not move it.
+   or a dip shorter than its window does not move it (a window of 0 follows
+   the proposal at once; before the first evaluation the count in force
+   counts as a proposal).
 3. Cooldown: no change within ``cooldown`` seconds of the last one.
 
 Each evaluation is a :class:`Decision` with its reason; a change is logged
@@ -110,13 +112,18 @@ class Engine:
     def decide(self, current: int, signals: Signals) -> Decision:
         now = self.clock()
         proposed, reason = self.propose(current, signals)
+        if not self.history:  # before the first evaluation, the count was right
+            self.history.append((now, current))
         self.history.append((now, proposed))
         policy = self.policy
         horizon = max(policy.scale_up_window, policy.scale_down_window)
         while self.history and self.history[0][0] < now - horizon:
             self.history.popleft()
-        up = min(n for t, n in self.history if t >= now - policy.scale_up_window)
-        down = max(n for t, n in self.history if t >= now - policy.scale_down_window)
+        up, down = proposed, proposed  # a window of 0: the proposal at once
+        if policy.scale_up_window:
+            up = min(n for t, n in self.history if t >= now - policy.scale_up_window)
+        if policy.scale_down_window:
+            down = max(n for t, n in self.history if t >= now - policy.scale_down_window)
         desired = current
         if up > current:
             desired = up

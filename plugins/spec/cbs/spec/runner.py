@@ -136,6 +136,8 @@ class SpecRunner:
                 debounce=100,
                 step=20,
                 recursive=False,
+                rust_timeout=1000,
+                yield_on_timeout=True,  # each second: a change missed while setting up
             ):
                 await self.reconcile_file()
         except Exception:
