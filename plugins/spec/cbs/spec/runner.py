@@ -16,8 +16,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from cbs.contracts import Bus
 from cbs.kernel import Body, StashKey, TransportState
 from cbs.spec.autoscale import Decision, Engine
+from cbs.spec.balance import Balancer
 from cbs.spec.loader import SpecError
 from cbs.spec.model import BodySpec, read
 from cbs.spec.reconcile import Reconciler, Report
@@ -53,6 +55,7 @@ class SpecRunner:
         #: Autoscaling: one engine per service with a policy, and the decisions made.
         self.engines: dict[str, Engine] = {}
         self.decisions: list[Decision] = []
+        self.balancer: Balancer | None = None
 
     def _read_digest(self) -> bytes:
         try:
@@ -99,6 +102,17 @@ class SpecRunner:
             return
         await responder.start()
         self._responder = responder
+        if self.spec.balancing.enabled:
+            await self._start_balancing(bus)
+
+    async def _start_balancing(self, bus: Bus) -> None:
+        from cbs.spec.balance import Balancer
+        from cbs.spec.plugin import STATS
+
+        balancer = Balancer(self.body, bus, self.spec.balancing, self.body.stash[STATS])
+        await balancer.start()
+        self.balancer = balancer
+        self.body.stash[STATS].balancer = balancer
 
     async def reconcile_file(self) -> Report | None:
         """Read the file again and reconcile it if it changed (``None`` if not)."""
@@ -149,6 +163,12 @@ class SpecRunner:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        balancer, self.balancer = self.balancer, None
+        if balancer is not None:
+            from cbs.spec.plugin import STATS
+
+            self.body.stash[STATS].balancer = None
+            await balancer.stop()
         responder = self._responder
         self._responder = None
         if responder is not None:

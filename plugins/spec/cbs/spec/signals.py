@@ -8,11 +8,14 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cbs.contracts import Envelope
 from cbs.kernel import Body, Served, ServerHandler
 from cbs.spec.capabilities import QueueDepth
+
+if TYPE_CHECKING:
+    from cbs.spec.balance import Balancer
 
 __all__ = ["ServiceStats", "Stats", "JetStreamDepth", "PLACEMENT"]
 
@@ -48,23 +51,31 @@ class Stats:
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.services: dict[str, ServiceStats] = {}
         self.clock = clock
+        #: Told of each change of in-flight counts when balancing is on.
+        self.balancer: Balancer | None = None
 
     def of(self, service: str) -> ServiceStats:
         return self.services.setdefault(service, ServiceStats())
 
     def middleware(self, served: Served, call_next: ServerHandler) -> ServerHandler:
-        stats = self.of(served.cell.service)
+        cell_id, service = served.cell.id, served.cell.service
+        stats = self.of(service)
         stats.capacity = max(stats.capacity, served.cell.max_concurrency)
         clock = self.clock
 
         async def measured(envelope: Envelope, headers: Mapping[str, str]) -> Envelope:
             stats.in_flight += 1
+            balancer = self.balancer
+            if balancer is not None:
+                balancer.load(cell_id, service, stats.in_flight, stats.capacity)
             started = clock()
             try:
                 return await call_next(envelope, headers)
             finally:
                 stats.in_flight -= 1
                 stats.latencies.append(clock() - started)
+                if balancer is not None:
+                    balancer.load(cell_id, service, stats.in_flight, stats.capacity)
 
         return measured
 
