@@ -36,3 +36,24 @@ def worker_broken() -> Cell:
 
 def helper() -> Cell:
     return worker("1.0.0", cell_id="helper")
+
+
+def _sleeper(delay: float, version: str) -> Cell:
+    cell = Cell("worker", category="logic", version=version, purpose="sleeps", max_concurrency=16)
+
+    @cell.verb("work", schema="bench/v1/Job")
+    async def work(payload: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(delay)
+        return {"v": version}
+
+    return cell
+
+
+def fast() -> Cell:
+    """2 ms a request."""
+    return _sleeper(0.002, "1.0.0")
+
+
+def slow() -> Cell:
+    """20 ms a request: ten times ``fast``."""
+    return _sleeper(0.020, "1.0.1")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from spec_cells import worker
 
 import cbs.nats.plugin
 import cbs.spec.plugin
@@ -19,7 +20,6 @@ from cbs.kernel import Body
 from cbs.spec import Report, SpecError, SpecRunner, read_text, schema
 from cbs.spec.control import send
 from cbs.testing import CellsPlugin
-from spec_cells import worker
 
 MakeBody = Callable[..., Body]
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,9 +147,7 @@ async def test_500_concurrent_requests_while_the_spec_changes_ten_times(
     path = tmp_path / "body.yaml"
     write(path, "version: 1\n" + SPECS[0] + "\n")
     body, runner = await start_runner(make_body, nats_server, path)
-    caller = make_body(
-        cbs.nats.plugin, config={"transport": "nats", "nats_url": nats_server.url}
-    )
+    caller = make_body(cbs.nats.plugin, config={"transport": "nats", "nats_url": nats_server.url})
     await caller.start(serve=False)
     failures: list[BaseException] = []
     versions: set[str] = set()
@@ -170,7 +168,7 @@ async def test_500_concurrent_requests_while_the_spec_changes_ten_times(
         burst = [asyncio.ensure_future(one(i)) for i in range(500)]
         await asyncio.sleep(0)
         write(path, "version: 1\n" + text + "\n")
-        await poll(lambda: len(runner.reports) > seen, timeout=10)
+        await poll(lambda seen=seen: len(runner.reports) > seen, timeout=10)  # type: ignore[misc]
         report = runner.reports[-1]
         assert report.ok, report
         kinds |= {c.kind for c in report.applied}
@@ -209,7 +207,9 @@ async def test_a_new_version_that_fails_its_health_check_is_rolled_back(
     await poll(lambda: len(runner.reports) > seen, timeout=10)
     report: Report = runner.reports[-1]
     assert not report.ok
-    assert "worker 9.0.0: health check work failed: RuntimeError: not ready" in report.rolled_back[0]
+    assert (
+        "worker 9.0.0: health check work failed: RuntimeError: not ready" in report.rolled_back[0]
+    )
     assert [(c.id, c.version) for c in body.served_cells] == [("worker", "1.0.0")]
     reply = await body.request("worker", "work", {"n": 1})
     assert reply["version"] == "1.0.0"
@@ -242,6 +242,8 @@ async def test_apply_and_diff_over_the_control_subject(
     assert body.served_cells[0].version == "2.0.0"
     [again] = await send(sender.bus, "apply", new, "new.yaml", body_id="shop", expect=1)
     assert again["applied"] == []  # converged: nothing more to do
-    [bad] = await send(sender.bus, "apply", "version: 1\ncells: 3\n", "bad.yaml", body_id="shop", expect=1)
+    [bad] = await send(
+        sender.bus, "apply", "version: 1\ncells: 3\n", "bad.yaml", body_id="shop", expect=1
+    )
     assert bad["error"].startswith("bad.yaml:2:8:")
     assert body.served_cells[0].version == "2.0.0"

@@ -5,6 +5,7 @@ durable sends on JetStream read through the lag signal."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from cbs.spec import Engine, Signals
@@ -41,7 +42,7 @@ def test_a_burst_grows_to_max_at_once_and_idle_shrinks_to_min_after_the_window()
     e = engine(clock)
     counts = run(e, clock, [Signals(pending=2000)] * 3 + [Signals(pending=0)] * 20)
     assert counts[0] == 5  # ceil(2000 / 100) = 20, kept at max, within one interval
-    assert all(n == 5 for n in counts[:3 + 11])  # held for the 60 s down window
+    assert all(n == 5 for n in counts[: 3 + 11])  # held for the 60 s down window
     assert counts[-1] == 1
     downs = [i for i in range(1, len(counts)) if counts[i] < counts[i - 1]]
     assert len(downs) == 1  # straight back to min, once: no staircase
@@ -52,7 +53,7 @@ def test_an_oscillating_load_does_not_flap() -> None:
     e = engine(clock, scale_up_window=15)
     wave = [Signals(pending=400), Signals(pending=0)] * 20  # 4 replicas, then idle, every 5 s
     counts = run(e, clock, wave)
-    changes = sum(1 for a, b in zip(counts, counts[1:]) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(counts) if a != b)
     assert changes == 0  # the up window sees the idle dips: no move at all
     assert e.changes == 0
 
@@ -118,11 +119,12 @@ class RecordingScaler:
 async def test_a_burst_of_durable_work_grows_the_pool_to_max_and_idle_shrinks_it(
     nats_server: Any, make_body: Any, tmp_path: Any
 ) -> None:
+    from jetstream_kit import FAST, SCHEMA, Sink, eventually
+
     import cbs.jetstream.plugin
     import cbs.nats.plugin
     import cbs.spec.plugin
     from cbs.spec import SpecRunner
-    from jetstream_kit import FAST, SCHEMA, Sink, eventually
 
     path = tmp_path / "body.yaml"
     path.write_text(

@@ -185,7 +185,9 @@ async def _loop(runner: SpecRunner, engine: Engine) -> None:
             try:
                 await reconciler.scale(engine.service, decision.desired)
             except Exception as exc:
-                log.error("autoscale %s: scaling failed: %s: %s", engine.service, type(exc).__name__, exc)
+                log.error(
+                    "autoscale %s: scaling failed: %s: %s", engine.service, type(exc).__name__, exc
+                )
 
 
 def start_autoscaling(runner: SpecRunner) -> list[asyncio.Task[None]]:

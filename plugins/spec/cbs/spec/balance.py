@@ -78,12 +78,19 @@ class Balancer:
     def load(self, cell_id: str, service: str, in_flight: int, capacity: int) -> None:
         """After each change of the in-flight count of a cell's service."""
         busy = in_flight / max(capacity, 1)
+        if cell_id in self._busy:
+            return  # stepping out or in already
         if cell_id in self.out:
             if busy <= self.settings.step_in_level:
+                self._busy.add(cell_id)
                 self._spawn(self._step_in(cell_id, service, "recovered"))
-        elif self.settings.step_out is not None and busy >= self.settings.step_out:
-            if cell_id not in self._busy and self._another_in(service):
-                self._spawn(self._step_out(cell_id, service, busy))
+        elif (
+            self.settings.step_out is not None
+            and busy >= self.settings.step_out
+            and self._another_in(service)
+        ):
+            self._busy.add(cell_id)
+            self._spawn(self._step_out(cell_id, service, busy))
 
     def _another_in(self, service: str) -> bool:
         """Whether this instance may step out: others are in, none is out,
@@ -106,7 +113,6 @@ class Balancer:
         task.add_done_callback(self._tasks.discard)
 
     async def _step_out(self, cell_id: str, service: str, busy: float) -> None:
-        self._busy.add(cell_id)
         try:
             if await self.body.step_out(cell_id):
                 self.out[cell_id] = time.monotonic()
@@ -117,9 +123,9 @@ class Balancer:
             self._busy.discard(cell_id)
 
     async def _step_in(self, cell_id: str, service: str, why: str) -> None:
-        if cell_id in self._busy or cell_id not in self.out:
+        if cell_id not in self.out:
+            self._busy.discard(cell_id)
             return
-        self._busy.add(cell_id)
         try:
             del self.out[cell_id]
             await self.body.step_in(cell_id)
@@ -132,9 +138,7 @@ class Balancer:
 
     async def _announce(self, service: str | None = None) -> None:
         out_services = {c.service for c in self.body.served_cells if c.id in self.out}
-        services = (
-            {service} if service else {c.service for c in self.body.served_cells}
-        )
+        services = {service} if service else {c.service for c in self.body.served_cells}
         for name in services:
             state = {
                 "service": name,
@@ -157,7 +161,12 @@ class Balancer:
             now = time.monotonic()
             for cell in self.body.served_cells:
                 since = self.out.get(cell.id)
-                if since is not None and now - since >= self.settings.max_out:
+                if (
+                    since is not None
+                    and now - since >= self.settings.max_out
+                    and cell.id not in self._busy
+                ):
+                    self._busy.add(cell.id)
                     self._spawn(self._step_in(cell.id, cell.service, "max_out"))
 
     async def start(self) -> None:

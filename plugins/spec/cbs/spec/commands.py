@@ -85,9 +85,7 @@ async def _send(body: Body, args: argparse.Namespace, op: str) -> list[dict[str,
     if not bus.shared:
         return None
     who = ALL if args.all else args.body or spec.body_id
-    replies = await send(
-        bus, op, text, args.spec, body_id=who, expect=args.expect, wait=args.wait
-    )
+    replies = await send(bus, op, text, args.spec, body_id=who, expect=args.expect, wait=args.wait)
     if not replies:
         raise UsageError(
             f"no body answered on $CBS.SPEC.{who}.{op} within {args.wait:g} s"

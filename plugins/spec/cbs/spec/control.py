@@ -109,7 +109,9 @@ class Responder:
 
         for subject in self.subjects:
             op = subject.rsplit(".", 1)[1]
-            self.subs.append(await bus.serve(subject, self.queue, answer_for(op), max_concurrency=1))
+            self.subs.append(
+                await bus.serve(subject, self.queue, answer_for(op), max_concurrency=1)
+            )
 
     async def stop(self) -> None:
         subs, self.subs = self.subs, []

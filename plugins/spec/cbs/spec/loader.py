@@ -72,9 +72,11 @@ def _describe(error: Any) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "the spec"
     validator = error.validator
     if validator == "additionalProperties":
-        extra = sorted(
-            set(error.instance) - set(error.schema.get("properties", {}))
-        ) if isinstance(error.instance, dict) else []
+        extra = (
+            sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            if isinstance(error.instance, dict)
+            else []
+        )
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         return f"{where}: unknown field {extra[0] if extra else '?'!r} (expected one of: {allowed})"
     if validator == "required":
@@ -113,7 +115,9 @@ def load_text(text: str, name: str = "body.yaml") -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise SpecError(f"{name}:1:1: not valid YAML: {exc}") from None
     if root is None:
-        raise SpecError(f"{name}:1:1: the spec is empty (expected a mapping with version and cells)")
+        raise SpecError(
+            f"{name}:1:1: the spec is empty (expected a mapping with version and cells)"
+        )
     errors = sorted(
         _validator().iter_errors(data), key=lambda e: (len(list(e.absolute_path)), str(e.path))
     )

@@ -100,8 +100,8 @@ class BodySpec:
 
 def _cell(cell_id: str, data: Mapping[str, Any]) -> CellSpec:
     replicas = data.get("replicas", 1)
-    low, high = (replicas, replicas) if isinstance(replicas, int) else (
-        replicas["min"], replicas["max"]
+    low, high = (
+        (replicas, replicas) if isinstance(replicas, int) else (replicas["min"], replicas["max"])
     )
     health = data.get("health")
     return CellSpec(
@@ -151,7 +151,9 @@ def _check(spec: BodySpec, name: str) -> None:
             raise SpecError(f"{name}: cells.{cell.id}: a sidecar (command) has no factory")
 
 
-def parse(data: Mapping[str, Any], *, default_id: str = "body", name: str = "body.yaml") -> BodySpec:
+def parse(
+    data: Mapping[str, Any], *, default_id: str = "body", name: str = "body.yaml"
+) -> BodySpec:
     """A :class:`BodySpec` from checked spec data."""
     services = data.get("services") or {}
     spec = BodySpec(

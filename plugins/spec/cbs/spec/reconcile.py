@@ -92,7 +92,9 @@ def load_factory(ref: str, where: str) -> Cell:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise SpecError(f"{where}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+        raise SpecError(
+            f"{where}: cannot import {module_name}: {type(exc).__name__}: {exc}"
+        ) from None
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise SpecError(f"{where}: {module_name} has no function {func_name}")
@@ -155,8 +157,10 @@ class Reconciler:
         for cell in spec.cells.values():
             if cell.sidecar:
                 before = self.applied.get(cell.id)
-                if before is None or before.source() != cell.source() or (
-                    before.min_replicas != cell.min_replicas
+                if (
+                    before is None
+                    or before.source() != cell.source()
+                    or (before.min_replicas != cell.min_replicas)
                 ):
                     changes.append(
                         Change("sidecar", cell.id, f"{' '.join(cell.command)} x{cell.min_replicas}")
