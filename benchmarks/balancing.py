@@ -4,7 +4,9 @@ Two instances of the service ``worker`` (two bodies on one nats-server),
 one of them 10x slower (2 ms and 20 ms per request); a caller keeps 32
 requests in flight. Three cases: both fast; fast + slow with plain queue
 groups; fast + slow with ``balancing.step_out`` (cbs-spec). Prints p50 and
-p99 of each, as JSON. Run: ``python -m benchmarks.balancing [--count N]``.
+p99 of each, as JSON. The first ``--warmup`` requests (default 2000, about half a second: the
+instances measure each other first) are not counted. Run:
+``python -m benchmarks.balancing [--count N] [--warmup N]``.
 """
 
 from __future__ import annotations
@@ -62,23 +64,30 @@ async def _instance(url: str, factory: str, balancing: bool, folder: Path) -> Bo
     return body
 
 
-async def case(url: str, kinds: tuple[str, str], balancing: bool, count: int) -> dict[str, Any]:
+async def case(
+    url: str, kinds: tuple[str, str], balancing: bool, count: int, warmup: int
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         bodies = [
-            await _instance(url, kind, balancing, folder / str(i)) if (folder / str(i)).mkdir()
-            is None else None
+            await _instance(url, kind, balancing, folder / str(i))
+            if (folder / str(i)).mkdir() is None
+            else None
             for i, kind in enumerate(kinds)
         ]
-        caller = Body({"transport": "nats", "nats_url": url}, plugins=[nats_plugin],
-                      autoload=False, environ={})
+        caller = Body(
+            {"transport": "nats", "nats_url": url},
+            plugins=[nats_plugin],
+            autoload=False,
+            environ={},
+        )
         await caller.start(serve=False)
         await asyncio.sleep(0.5)  # the instances hear of each other
         latencies: list[float] = []
         versions: dict[str, int] = {}
         failures = 0
         kinds_failed: dict[str, int] = {}
-        left = count
+        left = count + warmup
 
         async def client() -> None:
             nonlocal left, failures
@@ -91,8 +100,9 @@ async def case(url: str, kinds: tuple[str, str], balancing: bool, count: int) ->
                     failures += 1
                     kinds_failed[type(exc).__name__] = kinds_failed.get(type(exc).__name__, 0) + 1
                     continue
-                latencies.append(time.perf_counter() - started)
-                versions[reply["v"]] = versions.get(reply["v"], 0) + 1
+                if left < count:  # the first ``warmup`` requests are not measured
+                    latencies.append(time.perf_counter() - started)
+                    versions[reply["v"]] = versions.get(reply["v"], 0) + 1
 
         await asyncio.gather(*(client() for _ in range(32)))
         await caller.stop()
@@ -104,6 +114,7 @@ async def case(url: str, kinds: tuple[str, str], balancing: bool, count: int) ->
         "instances": "+".join(kinds),
         "balancing": balancing,
         "requests": count,
+        "warmup": warmup,
         "failures": failures,
         "failed_with": kinds_failed,
         "p50_ms": round(1000 * statistics.median(ordered), 2),
@@ -112,13 +123,13 @@ async def case(url: str, kinds: tuple[str, str], balancing: bool, count: int) ->
     }
 
 
-async def main(count: int) -> list[dict[str, Any]]:
+async def main(count: int, warmup: int) -> list[dict[str, Any]]:
     server = NatsServer().start()
     try:
         return [
-            await case(server.url, ("fast", "fast"), False, count),
-            await case(server.url, ("fast", "slow"), False, count),
-            await case(server.url, ("fast", "slow"), True, count),
+            await case(server.url, ("fast", "fast"), False, count, warmup),
+            await case(server.url, ("fast", "slow"), False, count, warmup),
+            await case(server.url, ("fast", "slow"), True, count, warmup),
         ]
     finally:
         server.stop()
@@ -126,6 +137,9 @@ async def main(count: int) -> list[dict[str, Any]]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--count", type=int, default=5000, help="requests measured")
+    parser.add_argument(
+        "--warmup", type=int, default=2000, help="requests sent first and not measured"
+    )
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.count)), indent=2))
+    print(json.dumps(asyncio.run(main(args.count, args.warmup)), indent=2))

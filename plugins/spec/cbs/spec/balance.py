@@ -3,23 +3,26 @@
 NATS spreads the requests of a queue group at random, so a slow instance
 keeps getting its share. With ``balancing.step_out`` set, this plugin's
 server middleware watches the in-flight requests of each service in this
-body; when they reach ``step_out`` x ``max_concurrency`` the cell steps out
-of its queue group (``Body.step_out``: its subscriptions stop taking
-requests, those in flight finish), and it steps back in (``Body.step_in``)
-once they fall to ``step_in`` x ``max_concurrency``, or after ``max_out``
-seconds at most. The wire contract does not change: foreign callers still
-send to ``cbs.{service}.{verb}``, the instances still share queue group
+body; when they reach ``step_out`` x ``max_concurrency`` and this instance
+is slow (below), the cell steps out of its queue group (``Body.step_out``:
+its subscriptions stop taking requests, those in flight finish). It steps
+back in (``Body.step_in``) after ``max_out`` seconds, once its in-flight
+requests are down to ``step_in`` x ``max_concurrency``; earlier when it is no
+longer slower than the others, or when no other instance is in. The wire
+contract does not change: foreign callers still send to
+``cbs.{service}.{verb}``, the instances still share queue group
 ``{service}``; the others simply take what this one would have had.
 
-Only a *slow* instance steps out: instances of a service tell each other
-their state on ``$CBS.LB.ALL`` (``{"service", "instance", "out", "p50_ms"}``
-every 0.25 s and at each change), and an instance steps out only while it
-heard, within the last second, of another instance of its service that is in,
-of none that is out, and its own median latency is more than ``SLOWER`` (2)
-times the best of those that are in. A body alone on its service, or as fast
-as the others, never steps out; so a service keeps a member in its queue
-group unless two instances decide in the same heartbeat, a window that
-``max_out`` bounds.
+Instances of a service tell each other their state on ``$CBS.LB.ALL``
+(``{"service", "instance", "out", "p50_ms"}`` every 0.25 s, at each change,
+and ``"out": true`` when a body stops). An instance steps out only while it
+heard, within the last second, of another instance of its service that is
+in, of none that is out, and its own median handler latency is more than
+``SLOWER`` (2) times the best of those that are in. A body alone on its
+service, or as fast as the others, never steps out; an instance that is out
+steps back in at once when it hears that the last other one went out or
+stopped, or hears nothing from it for a second. Two instances deciding in
+the same heartbeat could both be out for that moment; ``max_out`` bounds it.
 """
 
 from __future__ import annotations
@@ -81,9 +84,9 @@ class Balancer:
         if cell_id in self._busy:
             return  # stepping out or in already
         if cell_id in self.out:
-            if busy <= self.settings.step_in_level:
+            if busy <= self.settings.step_in_level and not self._slower(service):
                 self._busy.add(cell_id)
-                self._spawn(self._step_in(cell_id, service, "recovered"))
+                self._spawn(self._step_in(cell_id, service, "no longer slower"))
         elif (
             self.settings.step_out is not None
             and busy >= self.settings.step_out
@@ -92,20 +95,29 @@ class Balancer:
             self._busy.add(cell_id)
             self._spawn(self._step_out(cell_id, service, busy))
 
-    def _another_in(self, service: str) -> bool:
-        """Whether this instance may step out: others are in, none is out,
-        and this one is ``SLOWER`` times slower than the best of them."""
+    def _others(self, service: str) -> list[tuple[bool, float | None]]:
+        """``(out, p50_ms)`` of the other instances heard within ``FRESH``."""
         now = time.monotonic()
-        others = [
+        return [
             (out, p50)
             for peer, (heard, out, p50) in self.peers.get(service, {}).items()
             if peer != self.instance and now - heard < FRESH
         ]
+
+    def _slower(self, service: str) -> bool:
+        """Whether this instance is ``SLOWER`` times slower than the best
+        other instance that is in (false if none is)."""
+        mine = self.p50.get(service)
+        best = min((p50 for out, p50 in self._others(service) if not out and p50), default=None)
+        return mine is not None and best is not None and mine > SLOWER * best
+
+    def _another_in(self, service: str) -> bool:
+        """Whether this instance may step out: others are in, none is out,
+        and this one is slower than the best of them."""
+        others = self._others(service)
         if not others or any(out for out, _ in others):
             return False
-        mine = self.p50.get(service)
-        best = min((p50 for _, p50 in others if p50 is not None), default=None)
-        return mine is not None and best is not None and mine > SLOWER * best
+        return self._slower(service)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -158,16 +170,23 @@ class Balancer:
                 await self._announce()
             except Exception as exc:
                 log.debug("balance: heartbeat failed: %s", exc)
-            now = time.monotonic()
-            for cell in self.body.served_cells:
-                since = self.out.get(cell.id)
-                if (
-                    since is not None
-                    and now - since >= self.settings.max_out
-                    and cell.id not in self._busy
-                ):
-                    self._busy.add(cell.id)
-                    self._spawn(self._step_in(cell.id, cell.service, "max_out"))
+            self._check_out()
+
+    def _check_out(self) -> None:
+        """Step in what stayed out ``max_out``, or has no other instance in."""
+        now = time.monotonic()
+        stats = self.stats.services
+        for cell in self.body.served_cells:
+            since = self.out.get(cell.id)
+            if since is None or cell.id in self._busy:
+                continue
+            alone = not any(not out for out, _ in self._others(cell.service))
+            service = stats.get(cell.service)
+            drained = service is None or service.busy <= self.settings.step_in_level
+            if alone or (now - since >= self.settings.max_out and drained):
+                self._busy.add(cell.id)
+                why = "no other instance is in" if alone else "max_out"
+                self._spawn(self._step_in(cell.id, cell.service, why))
 
     async def start(self) -> None:
         async def heard(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
@@ -181,6 +200,8 @@ class Balancer:
                 p50 = None
             if isinstance(service, str) and isinstance(instance, str):
                 self.peers.setdefault(service, {})[instance] = (time.monotonic(), out, p50)
+                if out and self.out:
+                    self._check_out()
             return _NOTHING
 
         self._sub = await self.bus.serve(SUBJECT, f"lb_{self.instance}", heard, max_concurrency=4)
@@ -188,6 +209,12 @@ class Balancer:
         await self._announce()
 
     async def stop(self) -> None:
+        try:  # the others step in before this body's subscriptions drain
+            for cell in self.body.served_cells:
+                state = {"service": cell.service, "instance": self.instance, "out": True}
+                await self.bus.publish(SUBJECT, orjson.dumps(state))
+        except Exception as exc:
+            log.debug("balance: could not announce the stop: %s", exc)
         if self._beat is not None:
             self._beat.cancel()
             await asyncio.gather(self._beat, return_exceptions=True)
