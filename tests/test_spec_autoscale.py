@@ -122,6 +122,7 @@ async def test_a_burst_of_durable_work_grows_the_pool_to_max_and_idle_shrinks_it
     from jetstream_kit import FAST, SCHEMA, Sink, eventually
 
     import cbs.jetstream.plugin
+    import cbs.metrics.plugin
     import cbs.nats.plugin
     import cbs.spec.plugin
     from cbs.spec import SpecRunner
@@ -136,6 +137,7 @@ async def test_a_burst_of_durable_work_grows_the_pool_to_max_and_idle_shrinks_it
     body = make_body(
         cbs.nats.plugin,
         cbs.jetstream.plugin,
+        cbs.metrics.plugin,
         cbs.spec.plugin,
         sink,
         config={"nats_url": nats_server.url, **FAST},
@@ -154,3 +156,10 @@ async def test_a_burst_of_durable_work_grows_the_pool_to_max_and_idle_shrinks_it
     from cbs.spec.autoscale import metrics_text
 
     assert 'cbs_autoscale_replicas{service="sink"} 1' in metrics_text(runner)
+    from cbs.metrics import registry
+
+    exported = registry(body)
+    assert exported is not None
+    assert exported.get_sample_value("cbs_autoscale_replicas", {"service": "sink"}) == 1
+    changes = exported.get_sample_value("cbs_autoscale_changes_total", {"service": "sink"})
+    assert changes is not None and changes >= 2  # up, then down

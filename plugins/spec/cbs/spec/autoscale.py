@@ -26,8 +26,9 @@ the Kubernetes HPA:
 3. Cooldown: no change within ``cooldown`` seconds of the last one.
 
 Each evaluation is a :class:`Decision` with its reason; a change is logged
-(INFO) and counted, and :func:`metrics_text` gives them in the Prometheus text
-format.
+(INFO) and counted; with cbs-metrics the counts are on ``/metrics``
+(:func:`export_metrics`), and :func:`metrics_text` gives them in the
+Prometheus text format.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -47,7 +48,14 @@ from cbs.spec.model import Autoscale
 if TYPE_CHECKING:
     from cbs.spec.runner import SpecRunner
 
-__all__ = ["Signals", "Decision", "Engine", "start_autoscaling", "metrics_text"]
+__all__ = [
+    "Signals",
+    "Decision",
+    "Engine",
+    "start_autoscaling",
+    "metrics_text",
+    "export_metrics",
+]
 
 log = logging.getLogger("cbs.spec.autoscale")
 
@@ -220,3 +228,48 @@ def metrics_text(runner: SpecRunner) -> str:
         lines.append(f'cbs_autoscale_decisions_total{{service="{service}"}} {engine.decisions}')
         lines.append(f'cbs_autoscale_changes_total{{service="{service}"}} {engine.changes}')
     return "\n".join(lines) + "\n"
+
+
+class _Collector:
+    """The autoscaler's state for a Prometheus registry (cbs-metrics)."""
+
+    def __init__(self, runner: SpecRunner) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        runner = self.runner
+        replicas = GaugeMetricFamily(
+            "cbs_autoscale_replicas", "Replicas the autoscaler asks for", labels=["service"]
+        )
+        decisions = CounterMetricFamily(
+            "cbs_autoscale_decisions", "Autoscaling evaluations", labels=["service"]
+        )
+        changes = CounterMetricFamily(
+            "cbs_autoscale_changes",
+            "Autoscaling decisions that changed replicas",
+            labels=["service"],
+        )
+        reconciler = runner.reconciler
+        for service, engine in sorted(runner.engines.items()):
+            n = reconciler.replicas.get(service, engine.low) if reconciler else engine.low
+            replicas.add_metric([service], n)
+            decisions.add_metric([service], engine.decisions)
+            changes.add_metric([service], engine.changes)
+        yield from (replicas, decisions, changes)
+
+
+def export_metrics(runner: SpecRunner) -> Callable[[], None] | None:
+    """Register the autoscaler's metrics in the body's cbs-metrics registry
+    (when that plugin is there); returns how to unregister them."""
+    try:
+        from cbs.metrics import registry
+    except ImportError:
+        return None
+    found = registry(runner.body)
+    if found is None:
+        return None
+    collector = _Collector(runner)
+    found.register(collector)
+    return lambda: found.unregister(collector)

@@ -56,6 +56,7 @@ class SpecRunner:
         self.engines: dict[str, Engine] = {}
         self.decisions: list[Decision] = []
         self.balancer: Balancer | None = None
+        self._unexport: Callable[[], None] | None = None
 
     def _read_digest(self) -> bytes:
         try:
@@ -80,10 +81,12 @@ class SpecRunner:
             raise SpecError(report.error)
         log.info("spec %s (body %s): %s", self.path, self.spec.body_id, _summary(report))
         await self._start_control()
-        from cbs.spec.autoscale import start_autoscaling
+        from cbs.spec.autoscale import export_metrics, start_autoscaling
 
         self._tasks.append(asyncio.ensure_future(self._watch()))
         self._tasks.extend(start_autoscaling(self))
+        if self.engines:
+            self._unexport = export_metrics(self)
         return report
 
     async def _start_control(self) -> None:
@@ -159,6 +162,9 @@ class SpecRunner:
 
     async def stop(self) -> None:
         self._stop.set()
+        if self._unexport is not None:
+            self._unexport()
+            self._unexport = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
