@@ -143,7 +143,7 @@ SPECS = [
 
 
 async def test_500_concurrent_requests_while_the_spec_changes_ten_times(
-    make_body: MakeBody, nats_server: Any, tmp_path: Path
+    nats_server: Any, make_body: MakeBody, tmp_path: Path
 ) -> None:
     path = tmp_path / "body.yaml"
     write(path, "version: 1\n" + SPECS[0] + "\n")
@@ -194,7 +194,7 @@ async def test_500_concurrent_requests_while_the_spec_changes_ten_times(
 
 
 async def test_a_new_version_that_fails_its_health_check_is_rolled_back(
-    make_body: MakeBody, nats_server: Any, tmp_path: Path
+    nats_server: Any, make_body: MakeBody, tmp_path: Path
 ) -> None:
     path = tmp_path / "body.yaml"
     write(path, "version: 1\ncells: {worker: {}}\n")
@@ -217,7 +217,7 @@ async def test_a_new_version_that_fails_its_health_check_is_rolled_back(
 
 
 async def test_apply_and_diff_over_the_control_subject(
-    make_body: MakeBody, nats_server: Any, tmp_path: Path
+    nats_server: Any, make_body: MakeBody, tmp_path: Path
 ) -> None:
     path = tmp_path / "shop.yaml"
     write(path, "version: 1\ncells: {worker: {}}\n")
