@@ -57,3 +57,14 @@ def fast() -> Cell:
 def slow() -> Cell:
     """20 ms a request: ten times ``fast``."""
     return _sleeper(0.020, "1.0.1")
+
+
+def clash() -> Cell:
+    """Another id on the subjects of ``worker``: cannot be added beside it."""
+    cell = Cell("clash", service="worker", category="logic", version="1.0.0", purpose="clashes")
+
+    @cell.verb("work", schema="test/v1/Job")
+    async def work(payload: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    return cell

@@ -248,3 +248,25 @@ async def test_apply_and_diff_over_the_control_subject(
     )
     assert bad["error"].startswith("bad.yaml:2:8:")
     assert body.served_cells[0].version == "2.0.0"
+
+
+async def test_a_change_the_body_refuses_is_reported_and_the_rest_goes_on(
+    make_body: MakeBody,
+) -> None:
+    from cbs.spec import Reconciler
+
+    body = make_body(cbs.spec.plugin, CellsPlugin(worker("1.0.0")))
+    await body.start(serve=False)
+    reconciler = Reconciler(body)
+    first = await reconciler.apply(read_text("version: 1\ncells: {worker: {}}\n"))
+    assert first.ok and [c.kind for c in first.applied] == ["add"]
+    report = await reconciler.apply(
+        read_text(
+            "version: 1\ncells:\n  worker: {}\n  clash: {factory: 'spec_cells:clash'}\n"
+            "  helper: {factory: 'spec_cells:helper'}\n"
+        )
+    )
+    assert not report.ok
+    assert report.rolled_back[0].startswith("clash: add failed: PluginError")
+    assert sorted(c.id for c in body.served_cells) == ["helper", "worker"]
+    assert (await body.request("worker", "work", {"n": 1}))["version"] == "1.0.0"

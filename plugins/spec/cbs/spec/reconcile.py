@@ -250,7 +250,15 @@ class Reconciler:
                     report.restart.append(change)
                     log.warning("spec: %s", change.line())
                     continue
-                done = await self._carry_out(change, spec, candidates.get(change.target), report)
+                try:
+                    done = await self._carry_out(
+                        change, spec, candidates.get(change.target), report
+                    )
+                except Exception as exc:  # e.g. subjects another served cell has
+                    line = f"{change.target}: {change.kind} failed: {type(exc).__name__}: {exc}"
+                    report.rolled_back.append(line)
+                    log.error("spec: %s; the body keeps what it had", line)
+                    continue
                 if done:
                     report.applied.append(change)
                     log.info("spec: %s", change.line())
