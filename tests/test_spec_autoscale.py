@@ -163,3 +163,29 @@ async def test_a_burst_of_durable_work_grows_the_pool_to_max_and_idle_shrinks_it
     assert exported.get_sample_value("cbs_autoscale_replicas", {"service": "sink"}) == 1
     changes = exported.get_sample_value("cbs_autoscale_changes_total", {"service": "sink"})
     assert changes is not None and changes >= 2  # up, then down
+
+
+async def test_a_new_policy_in_an_applied_spec_starts_its_engine(
+    make_body: Any, tmp_path: Any
+) -> None:
+    from spec_cells import worker
+
+    import cbs.spec.plugin
+    from cbs.spec import SpecRunner, read_text
+    from cbs.testing import CellsPlugin
+
+    path = tmp_path / "body.yaml"
+    path.write_text("version: 1\ncells: {worker: {}}\n")
+    runner = SpecRunner(make_body(cbs.spec.plugin, CellsPlugin(worker())), path)
+    await runner.start()
+    assert runner.engines == {}
+    assert runner.reconciler is not None
+    spec = read_text(
+        "version: 1\ncells: {worker: {replicas: {min: 1, max: 3}}}\n"
+        "services: {worker: {autoscale: {in_flight: 0.5}}}\n"
+    )
+    assert (await runner.reconciler.apply(spec)).ok
+    assert runner.spec is spec
+    assert runner.engines["worker"].high == 3
+    await runner.reconciler.apply(read_text("version: 1\ncells: {worker: {}}\n"))
+    assert runner.engines == {}

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -120,6 +120,8 @@ class Reconciler:
         self.applied: dict[str, CellSpec] = {}
         self.replicas: dict[str, int] = {}
         self.spec: BodySpec | None = None
+        #: Called with each spec applied without a refusal (from the file or the bus).
+        self.on_applied: Callable[[BodySpec], None] | None = None
         self._lock = asyncio.Lock()
         self._warned: set[str] = set()
 
@@ -263,6 +265,8 @@ class Reconciler:
                     report.applied.append(change)
                     log.info("spec: %s", change.line())
             self.spec = spec
+            if self.on_applied is not None:
+                self.on_applied(spec)
             return report
 
     async def _carry_out(

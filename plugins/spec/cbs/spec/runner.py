@@ -51,6 +51,7 @@ class SpecRunner:
         self._digest = self._read_digest()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._autoscaling: list[asyncio.Task[None]] = []
         self._responder: object | None = None
         #: Autoscaling: one engine per service with a policy, and the decisions made.
         self.engines: dict[str, Engine] = {}
@@ -84,9 +85,9 @@ class SpecRunner:
         from cbs.spec.autoscale import export_metrics, start_autoscaling
 
         self._tasks.append(asyncio.ensure_future(self._watch()))
-        self._tasks.extend(start_autoscaling(self))
-        if self.engines:
-            self._unexport = export_metrics(self)
+        self._autoscaling = start_autoscaling(self)
+        self.reconciler.on_applied = self._applied
+        self._unexport = export_metrics(self)
         return report
 
     async def _start_control(self) -> None:
@@ -117,6 +118,23 @@ class SpecRunner:
         self.balancer = balancer
         self.body.stash[STATS].balancer = balancer
 
+    def _policies(self, spec: BodySpec) -> object:
+        ranges = {c.id: (c.min_replicas, c.max_replicas) for c in spec.cells.values()}
+        return (dict(spec.autoscale), ranges)
+
+    def _applied(self, spec: BodySpec) -> None:
+        """A spec was applied (file or bus): it is the one in force; new
+        autoscaling policies or ranges start their engines afresh."""
+        from cbs.spec.autoscale import start_autoscaling
+
+        before, self.spec = self.spec, spec
+        if self._policies(before) != self._policies(spec):
+            for task in self._autoscaling:
+                task.cancel()
+            self.engines.clear()
+            self._autoscaling = start_autoscaling(self)
+            log.info("spec: autoscaling policies changed: %s", ", ".join(self.engines) or "none")
+
     async def reconcile_file(self) -> Report | None:
         """Read the file again and reconcile it if it changed (``None`` if not)."""
         digest = self._read_digest()
@@ -132,7 +150,6 @@ class SpecRunner:
         else:
             report = await self.reconciler.apply(spec)
             if not report.error:
-                self.spec = spec
                 log.info("spec %s changed: %s", self.path, _summary(report))
         self.reports.append(report)
         return report
@@ -165,10 +182,12 @@ class SpecRunner:
         if self._unexport is not None:
             self._unexport()
             self._unexport = None
-        for task in self._tasks:
+        tasks = self._tasks + self._autoscaling
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._autoscaling.clear()
         balancer, self.balancer = self.balancer, None
         if balancer is not None:
             from cbs.spec.plugin import STATS
