@@ -270,3 +270,35 @@ async def test_a_change_the_body_refuses_is_reported_and_the_rest_goes_on(
     assert report.rolled_back[0].startswith("clash: add failed: PluginError")
     assert sorted(c.id for c in body.served_cells) == ["helper", "worker"]
     assert (await body.request("worker", "work", {"n": 1}))["version"] == "1.0.0"
+
+
+async def test_sidecars_run_as_child_processes_without_a_scaler(
+    make_body: MakeBody, tmp_path: Path
+) -> None:
+    import sys
+
+    from cbs_process import alive, wait_gone
+
+    sleeper = json.dumps([sys.executable, "-c", "import time; time.sleep(60)"])
+    path = tmp_path / "body.yaml"
+    path.write_text(f"version: 1\ncells:\n  worker: {{}}\n  tick: {{command: {sleeper}}}\n")
+    body = make_body(cbs.spec.plugin, CellsPlugin(worker()))
+    runner = SpecRunner(body, path)
+    await runner.start()
+    assert runner.reconciler is not None
+    sidecars = runner.reconciler.sidecars
+    [first] = sidecars.pids("tick")
+    assert alive(first)
+    two = read_text(
+        f"version: 1\ncells:\n  worker: {{}}\n  tick: {{command: {sleeper}, replicas: 2}}\n"
+    )
+    assert (await runner.reconciler.apply(two)).ok
+    assert len(sidecars.pids("tick")) == 2 and first in sidecars.pids("tick")
+    report = await runner.reconciler.apply(read_text("version: 1\ncells: {worker: {}}\n"))
+    assert [(c.kind, c.target) for c in report.applied] == [("sidecar", "tick")]
+    assert sidecars.pids("tick") == []
+    assert wait_gone(first)
+    await runner.reconciler.apply(two)
+    pids = sidecars.pids("tick")
+    await body.stop()  # stops the runner, which stops its sidecars
+    assert all(wait_gone(pid) for pid in pids)

@@ -4,7 +4,8 @@
 the spec's ``replicas`` and its autoscaling policies reach real processes: a
 body offers one with ``body.capabilities.provide(MyScaler())``. Without it a
 body serves one instance of each cell and logs that replicas need cbs-pool
-(several instances of a cell in one process would share its one core).
+(several instances of a cell in one process would share its one core), and
+runs sidecars as its own child processes.
 
 :class:`QueueDepth` tells how many durable requests of a verb wait; the
 autoscaler reads it for the lag rule. The plugin offers one of its own on

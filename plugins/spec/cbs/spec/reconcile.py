@@ -17,6 +17,8 @@ out through the kernel's run-time lifecycle:
   report says why;
 - ``scale``: ``Scaler.scale(service, n)`` when a pool provides one, else a
   log line that replicas need cbs-pool;
+- ``sidecar``: ``Scaler.scale_sidecar(name, command, n)``, else the command
+  runs as child processes of this body (:mod:`cbs.spec.sidecars`);
 - ``restart``: options differ from those in force; options are fixed at
   start, so these are reported, never applied live.
 
@@ -38,6 +40,7 @@ from cbs.kernel import Body
 from cbs.spec.capabilities import Scaler
 from cbs.spec.loader import SpecError
 from cbs.spec.model import BodySpec, CellSpec
+from cbs.spec.sidecars import LocalSidecars
 
 __all__ = ["Change", "Report", "Reconciler", "load_factory"]
 
@@ -123,6 +126,8 @@ class Reconciler:
         #: Called with each spec applied without a refusal (from the file or the bus).
         self.on_applied: Callable[[BodySpec], None] | None = None
         self._lock = asyncio.Lock()
+        #: Sidecars run here when no Scaler is there (stopped by ``close()``).
+        self.sidecars = LocalSidecars()
         self._warned: set[str] = set()
 
     # -- planning -------------------------------------------------------------------------
@@ -353,21 +358,18 @@ class Reconciler:
         return True
 
     async def _sidecar(self, name: str, cell: CellSpec | None) -> bool:
+        """Through the Scaler when there is one, else as child processes of
+        this body (:mod:`cbs.spec.sidecars`)."""
         scaler = self.body.capabilities.get(Scaler)
-        if scaler is None:
-            if name not in self._warned:
-                self._warned.add(name)
-                log.warning("spec: sidecar %s needs a Scaler (pip install cbs-pool): not run", name)
-            if cell is not None:
-                self.applied[name] = cell
-            else:
-                self.applied.pop(name, None)
-            return False
+        command = cell.command if cell is not None else ()
+        n = cell.min_replicas if cell is not None else 0
+        if scaler is not None:
+            await scaler.scale_sidecar(name, command, n)
+        else:
+            await self.sidecars.scale(name, command, n)
         if cell is None:
-            await scaler.scale_sidecar(name, (), 0)
             self.applied.pop(name, None)
         else:
-            await scaler.scale_sidecar(name, cell.command, cell.min_replicas)
             self.applied[name] = cell
         return True
 

@@ -194,6 +194,8 @@ class SpecRunner:
 
             self.body.stash[STATS].balancer = None
             await balancer.stop()
+        if self.reconciler is not None:
+            await self.reconciler.sidecars.close()
         responder = self._responder
         self._responder = None
         if responder is not None:
