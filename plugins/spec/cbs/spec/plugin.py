@@ -13,6 +13,10 @@ STATS: StashKey[Stats] = StashKey()
 
 @hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
+    from cbs.spec.runner import RUNNER
+
+    if RUNNER not in body.stash:
+        return  # a body that serves no spec: nothing reads the stats
     stats = body.stash.setdefault(STATS, Stats())
     phase, order = PLACEMENT
     middleware.add_server("spec_stats", stats.middleware, phase=phase, order=order)

@@ -113,6 +113,9 @@ class SpecRunner:
         from cbs.spec.balance import Balancer
         from cbs.spec.plugin import STATS
 
+        if STATS not in self.body.stash:  # middleware composed before this runner
+            log.warning("spec: balancing needs the body to start under the spec runner: off")
+            return
         balancer = Balancer(self.body, bus, self.spec.balancing, self.body.stash[STATS])
         await balancer.start()
         self.balancer = balancer
@@ -192,7 +195,8 @@ class SpecRunner:
         if balancer is not None:
             from cbs.spec.plugin import STATS
 
-            self.body.stash[STATS].balancer = None
+            if STATS in self.body.stash:
+                self.body.stash[STATS].balancer = None
             await balancer.stop()
         if self.reconciler is not None:
             await self.reconciler.sidecars.close()
