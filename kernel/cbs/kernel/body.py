@@ -110,6 +110,7 @@ class Body:
         self._cells: CellRegistry | None = None
         self._middleware: MiddlewareRegistry | None = None
         self._serving: list[_Serving] = []
+        self._stepping_out: set[asyncio.Future[None]] = set()
         self._chains: dict[tuple[str, str], tuple[ClientHandler, str]] = {}
         self._timeout = float(self.config.get("request_timeout") or 5.0)
 
@@ -246,11 +247,17 @@ class Body:
 
     async def _serve_cell(self, cell: Cell) -> _Serving:
         """Start ``cell`` and subscribe its endpoints (each chain composed now)."""
-        assert self.bus is not None
-        server_mw = self.middleware.server_factories()
         await cell.start()
         serving = _Serving(cell)
         self._serving.append(serving)
+        await self._subscribe(serving)
+        await self._notify("cbs_cell_started", body=self, cell=cell)
+        return serving
+
+    async def _subscribe(self, serving: _Serving) -> None:
+        assert self.bus is not None
+        cell = serving.cell
+        server_mw = self.middleware.server_factories()
         max_pending, max_pending_bytes = self._pending_limits(cell)
         for endpoint in cell.endpoints:
             served = Served(cell, endpoint)
@@ -264,8 +271,30 @@ class Body:
                     max_pending_bytes=max_pending_bytes,
                 )
             )
-        await self._notify("cbs_cell_started", body=self, cell=cell)
-        return serving
+
+    async def step_out(self, cell_id: str) -> bool:
+        """Take a served cell out of its queue groups for a while: its
+        subscriptions stop taking requests (those in flight and waiting
+        finish in the background, up to ``drain_timeout``); it stays
+        installed and started. False if it is not served or already out.
+        Load balancers use it to route around a saturated instance."""
+        serving = self._serving_of(cell_id)
+        if serving is None or not serving.subscriptions or self.state != "started":
+            return False
+        subscriptions, serving.subscriptions = serving.subscriptions, []
+        task = asyncio.ensure_future(self._drain(subscriptions, self._drain_timeout()))
+        self._stepping_out.add(task)
+        task.add_done_callback(self._stepping_out.discard)
+        return True
+
+    async def step_in(self, cell_id: str) -> bool:
+        """Subscribe a cell that stepped out again (its chains composed
+        anew). False if it is not served or not out."""
+        serving = self._serving_of(cell_id)
+        if serving is None or serving.subscriptions or self.state != "started":
+            return False
+        await self._subscribe(serving)
+        return True
 
     def _pending_limits(self, cell: Cell) -> tuple[int, int]:
         """How many requests (and bytes) of each verb of ``cell`` may wait for
@@ -379,6 +408,8 @@ class Body:
         await self._teardown()
 
     async def _teardown(self) -> None:
+        if self._stepping_out:
+            await asyncio.gather(*self._stepping_out, return_exceptions=True)
         serving, self._serving = self._serving, []
         await self._drain(
             [s for entry in serving for s in entry.subscriptions], self._drain_timeout()

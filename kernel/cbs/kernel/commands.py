@@ -5,6 +5,7 @@ others (the greeter plugin adds ``demo``)."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -14,6 +15,7 @@ from cbs.contracts import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES
 from cbs.kernel.arguments import PAYLOAD_HELP, parse_target, read_payload
 from cbs.kernel.capabilities import Directory, Runner
 from cbs.kernel.config import number
+from cbs.kernel.errors import UsageError
 from cbs.kernel.plugins import hookimpl
 from cbs.kernel.registries import CellField, CommandRegistry, OptionRegistry, Registered
 
@@ -76,11 +78,27 @@ def _print_json(data: Any) -> None:
 
 def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "spec",
+        nargs="?",
+        metavar="SPEC",
+        help="a body spec (body.yaml) to serve and reconcile live; the same as `cbs spec SPEC`"
+        " (needs cbs-spec)",
+    )
+    parser.add_argument(
         "--cells", nargs="+", metavar="ID", help="serve only these cells (default: all)"
     )
 
 
 async def _run(body: Body, args: argparse.Namespace) -> int:
+    if getattr(args, "spec", None):
+        # A spec is served by the command that a deployment plugin registers as `spec`.
+        spec_command = body.commands.get("spec")
+        if spec_command is None:
+            raise UsageError("cbs run SPEC needs a deployment plugin (pip install cbs-spec)")
+        if args.cells:
+            raise UsageError("cbs run SPEC takes its cells from the spec, not --cells")
+        result = spec_command.item.run(body, args)
+        return int(await result if inspect.isawaitable(result) else result or 0)
     _ = body.cells  # the configuration is final: plugins may offer a Runner now
     runner = body.capabilities.get(Runner)
     if runner is not None:
