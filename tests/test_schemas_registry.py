@@ -18,8 +18,7 @@ import cbs.nats.plugin
 import cbs.schemas.plugin
 from cbs.kernel import Body
 from cbs.nats import NatsConnection
-from cbs.schemas import document
-from cbs.schemas.registry import Registry
+from cbs.schemas import Registry, document, published
 from cbs.testing import CellsPlugin
 
 MakeBody = Callable[..., Body]
@@ -31,7 +30,7 @@ async def serving(make_body: MakeBody, url: str, version: str = "2.0.0") -> Body
         cbs.nats.plugin, cbs.schemas.plugin, CellsPlugin(greeter(version)), config=config
     )
     await body.start()
-    await cbs.schemas.plugin.published(body)
+    await published(body)
     return body
 
 

@@ -19,7 +19,7 @@ from cbs.kernel import Body
 from cbs.nats import NatsConnection
 from cbs.nats.secure import SecureSetup
 from cbs.nats.server import NatsServer
-from cbs.schemas.registry import Registry
+from cbs.schemas import Registry, published
 from cbs.testing import CellsPlugin
 
 
@@ -53,7 +53,7 @@ async def test_only_admin_publishes(
     try:
         await cell.start()
         await admin.start(serve=False)
-        await cbs.schemas.plugin.published(cell)
+        await published(cell)
         warnings = [r.getMessage() for r in caplog.records if r.name == "cbs.schemas"]
         assert len(warnings) == 1 and "schemas not published to CBS_SCHEMAS" in warnings[0]
         reply = await admin.request(
@@ -66,7 +66,7 @@ async def test_only_admin_publishes(
         assert await Registry(conn.jetstream(timeout=5.0)).history("greeter", "say_hello") == []
 
         await admin.add_cell(greeter())  # the admin body serves (and publishes) too
-        await cbs.schemas.plugin.published(admin)
+        await published(admin)
         versions = await Registry(conn.jetstream(timeout=5.0)).history("greeter", "say_hello")
         assert [e["label"] for e in versions] == ["demo/v1/Name", "demo/v2/Name"]
     finally:

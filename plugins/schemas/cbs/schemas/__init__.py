@@ -16,17 +16,21 @@ schemas, a JetStream key-value bucket keeps every published version, and
 from __future__ import annotations
 
 from cbs.schemas.documents import SchemaError, Source, Upcast, document, fingerprint, schema_of
+from cbs.schemas.registry import BUCKET, Registry, published
 from cbs.schemas.validation import JSON_SCHEMA, REPLY_JSON_SCHEMA, UPCASTS, compile_schema
 
 __all__ = [
+    "BUCKET",
     "JSON_SCHEMA",
     "REPLY_JSON_SCHEMA",
     "UPCASTS",
+    "Registry",
     "SchemaError",
     "Source",
     "Upcast",
     "compile_schema",
     "document",
     "fingerprint",
+    "published",
     "schema_of",
 ]

@@ -18,17 +18,16 @@ from cbs.kernel import (
     Config,
     EndpointOptionRegistry,
     MiddlewareRegistry,
-    StashKey,
     hookimpl,
 )
 from cbs.nats import NatsConnection
 
 #: The endpoint options that give a verb schemas.
-OPTION_NAMES = ("json_schema", "reply_json_schema", "upcasts")
+_OPTION_NAMES = ("json_schema", "reply_json_schema", "upcasts")
 
 
-def contract_names(endpoint: Endpoint) -> bool:
-    return any(name in endpoint.options for name in OPTION_NAMES)
+def _declares_schemas(endpoint: Endpoint) -> bool:
+    return any(name in endpoint.options for name in _OPTION_NAMES)
 
 
 @hookimpl
@@ -45,10 +44,6 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
     from cbs.schemas.validation import schema_middleware
 
     middleware.add_server("json_schema", schema_middleware, phase="transport", order=0)
-
-
-#: Publications to the registry still running, per body.
-TASKS: StashKey[set[asyncio.Task[None]]] = StashKey()
 
 
 @hookimpl
@@ -85,9 +80,9 @@ async def _asyncapi(body: Body, args: argparse.Namespace) -> int:
 def cbs_cell_started(body: Body, cell: Cell) -> None:
     # Publish in the background: serving never waits for the registry.
     conn = body.capabilities.get(NatsConnection)
-    if conn is None or not any(contract_names(e) for e in cell.endpoints):
+    if conn is None or not any(_declares_schemas(e) for e in cell.endpoints):
         return
-    from cbs.schemas.registry import publish_cell
+    from cbs.schemas.registry import TASKS, publish_cell
 
     tasks = body.stash.setdefault(TASKS, set())
     task = asyncio.get_running_loop().create_task(
@@ -97,15 +92,10 @@ def cbs_cell_started(body: Body, cell: Cell) -> None:
     task.add_done_callback(tasks.discard)
 
 
-async def published(body: Body) -> None:
-    """Wait for the schema publications this body started (tests, tools)."""
-    tasks = body.stash.get(TASKS, set())
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 @hookimpl
 async def cbs_body_stopping(body: Body) -> None:
+    from cbs.schemas.registry import TASKS, published
+
     for task in body.stash.get(TASKS, set()):
         task.cancel()
     await published(body)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from cbs.contracts import Cell
+from cbs.kernel import Body, StashKey
 from cbs.schemas.documents import fingerprint
 from cbs.schemas.validation import contract_of
 
@@ -27,11 +28,22 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
-__all__ = ["BUCKET", "Registry", "entries_of"]
+__all__ = ["BUCKET", "Registry", "entries_of", "published"]
 
 BUCKET = "CBS_SCHEMAS"
 
 log = logging.getLogger("cbs.schemas")
+
+#: Publications to the registry still running, per body.
+TASKS: StashKey[set[asyncio.Task[None]]] = StashKey()
+
+
+async def published(body: Body) -> None:
+    """Wait until the schema publications ``body`` started have ended
+    (published, or refused with a WARNING line)."""
+    tasks = body.stash.get(TASKS, set())
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def entries_of(cell: Cell) -> list[dict[str, Any]]:
