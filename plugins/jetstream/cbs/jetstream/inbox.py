@@ -78,6 +78,9 @@ REDELIVERED_HEADER = "Cbs-Redelivered"
 
 #: Server-side expiry of one pull request, in seconds.
 PULL_EXPIRES = 5.0
+#: How long a delivery waits for a dedup store that does not answer before it
+#: is put back (a JetStream leader election takes a few seconds).
+STORE_PATIENCE = 10.0
 
 
 class _Claim:
@@ -410,6 +413,22 @@ class DurableInbox:
                 self._claims.pop(key, None)
             self._release()
 
+    async def _store_back(self, msg: Msg, began: float) -> bool:
+        """Wait for the dedup store while it does not answer (its stream's
+        leader is being elected on a cluster), keeping the message with
+        in-progress signals instead of putting it back: a put-back counts as
+        a delivery, and an election of a few seconds would use them all up.
+        ``False`` once ``STORE_PATIENCE`` seconds have passed."""
+        if asyncio.get_running_loop().time() - began >= STORE_PATIENCE:
+            return False
+        try:
+            await msg.in_progress()
+        except Exception as exc:  # the connection itself is gone: put it back
+            log.debug("inbox %s: in-progress signal: %s", self.consumer, exc)
+            return False
+        await asyncio.sleep(0.25)
+        return True
+
     async def _claim(self, msg: Msg, key: str) -> bool | None:
         """Claim ``key`` for this delivery: ``False`` (a first run), ``True``
         (taken over from an earlier run that died or failed: flag it), or
@@ -419,7 +438,10 @@ class DurableInbox:
         store = self._store
         assert store is not None
         loop = asyncio.get_running_loop()
-        for _ in range(3):
+        began = loop.time()
+        tries = 0
+        while tries < 3:  # a store that does not answer is waited for apart
+            tries += 1
             try:
                 revision, record = await store.claim(key)
                 if revision is not None:
@@ -442,6 +464,11 @@ class DurableInbox:
                 # run of this inbox), or a failed run: take it over.
                 revision = await store.take_over(key, record)
             except STORE_ERRORS as exc:
+                if not isinstance(exc, nats.js.errors.NoStreamResponseError) and (
+                    await self._store_back(msg, began)
+                ):
+                    tries -= 1  # waited for the store (a leader election): ask again
+                    continue
                 log.warning(
                     "%s: the record of %s is not readable (%s); putting it back",
                     self.served.subject,
