@@ -17,7 +17,10 @@ from typing import Any
 
 import nats
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jetstream_kit import eventually
+from nats.aio.client import Client
 
 from cbs.breaker import plugin as breaker_plugin
 from cbs.greeter import plugin as greeter_plugin
@@ -25,6 +28,7 @@ from cbs.kernel import Body
 from cbs.metrics import plugin as metrics_plugin
 from cbs.metrics.plugin import server_url
 from cbs.nats import plugin as nats_plugin
+from cbs.nats._header_fix import TolerantClient
 from cbs.nats._watchdog import ReadLoopWatchdog, is_receiving
 from cbs.nats.transport import NatsBus
 
@@ -421,3 +425,34 @@ async def test_the_watchdog_leaves_ordinary_reconnects_alone(
     assert await body.request("greeter", "say_hello", {"name": "Ada"}, timeout=5)
     assert bus._watchdog is not None and bus._watchdog.restarts == 0
     assert bus.client.stats["reconnects"] == 1
+
+
+_HEADER_PIECES = st.sampled_from(
+    [
+        b"\r\n",
+        b":",
+        b": ",
+        b" ",
+        b"\t",
+        b"\x1c",
+        b"\x0b",
+        b"cbs-deadline",
+        b"traceparent",
+        b"1764590000.123",
+        b"\xff",
+        b"\xc3\xa9",
+        b"A",
+        b"a b",
+        b"\r",
+        b"\n",
+        b"",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_HEADER_PIECES, st.binary(max_size=8)), max_size=12).map(b"".join))
+def test_the_header_line_parser_gives_what_nats_py_gives(raw: bytes) -> None:
+    # TolerantClient parses header lines faster; nats-py's own parser is the
+    # reference, so a nats-py release that changes it fails this test.
+    assert TolerantClient._parse_header_lines(raw) == Client._parse_header_lines(raw)

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import DefaultGetter, DefaultSetter, TextMapPropagator
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -253,3 +255,73 @@ def test_header_getter_and_setter() -> None:
     assert tracing_middleware.GETTER.get(headers, "traceparent") == [TRACEPARENT]
     assert tracing_middleware.GETTER.get(headers, "tracestate") is None
     assert tracing_middleware.GETTER.keys(headers) == ["traceparent"]
+
+
+def test_context_fields_only_for_propagators_that_read_nothing_else() -> None:
+    assert tracing_middleware.context_fields() == {"traceparent", "tracestate", "baggage"}
+    assert tracing_middleware.context_fields(TenantPropagator()) is None
+
+
+class TenantPropagator(TextMapPropagator):
+    """A propagator of the kind the shortcut must not skip: like Jaeger's
+    (``uberctx-*`` baggage), it reads headers its ``fields`` do not name."""
+
+    KEY = otel_context.create_key("tenant")
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        found = (getter or DefaultGetter()).get(carrier, "x-tenant-id")
+        context = context if context is not None else otel_context.get_current()
+        return otel_context.set_value(self.KEY, found[0], context) if found else context
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        value = otel_context.get_value(self.KEY, context)
+        if value is not None:
+            (setter or DefaultSetter()).set(carrier, "x-tenant-id", str(value))
+
+    @property
+    def fields(self) -> set[str]:
+        return {"x-tenant"}
+
+
+class HopPlugin:
+    """``hop.hop`` asks ``peek.peek``, which answers with the headers it got."""
+
+    def __init__(self) -> None:
+        self.body: Body | None = None
+        hop = Cell("hop", category="logic", version="1.0.0", purpose="Asks peek")
+        hop.add_verb("hop", self._hop, schema="hop/v1/Any")
+        peek = Cell("peek", category="logic", version="1.0.0", purpose="Shows headers")
+        peek.add_verb("peek", self._peek, schema="peek/v1/Any")
+        self.cells = [hop, peek]
+
+    async def _hop(self, payload: dict[str, Any]) -> dict[str, Any]:
+        assert self.body is not None
+        return await self.body.request("peek", "peek", {})
+
+    async def _peek(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return dict(current_request().headers)
+
+    @hookimpl
+    def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
+        for cell in self.cells:
+            cells.add(cell)
+
+    @hookimpl
+    def cbs_body_starting(self, body: Body) -> None:
+        self.body = body
+
+
+async def test_pass_through_mode_uses_any_other_propagator_on_every_request(
+    no_provider: None, make_body: Any
+) -> None:
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(TenantPropagator())
+    try:
+        body = make_body(tracing_plugin, HopPlugin())
+        await body.start()
+        # The tenant reaches the second hop: extracted, made current, injected.
+        got = await body.request("hop", "hop", {}, headers={"x-tenant-id": "acme"})
+        assert got == {"x-tenant-id": "acme"}
+        assert await body.request("hop", "hop", {}) == {}
+    finally:
+        propagate.set_global_textmap(before)

@@ -30,9 +30,12 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import Getter, Setter, TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cbs.contracts import CbsError, Envelope
 from cbs.kernel import ClientHandler, Served, ServerHandler, Target
@@ -41,6 +44,7 @@ from cbs.tracing.logs import ENVELOPE_ID
 __all__ = [
     "HeaderGetter",
     "HeaderSetter",
+    "context_fields",
     "error_code",
     "traced_client",
     "traced_server",
@@ -73,6 +77,28 @@ class HeaderGetter(Getter[Mapping[str, str]]):
 SETTER = HeaderSetter()
 GETTER = HeaderGetter()
 _EMPTY = Context()
+
+
+#: Propagators that read only their ``fields`` and write nothing from an empty
+#: context (W3C trace context and baggage, OpenTelemetry's default).
+_EXACT = (TraceContextTextMapPropagator, W3CBaggagePropagator)
+
+
+def context_fields(propagator: TextMapPropagator | None = None) -> frozenset[str] | None:
+    """The header names the propagator reads, when they are all it reads and
+    it writes nothing outside a trace; ``None`` for any other propagator (then
+    every request's headers go through it, as before).
+
+    With the default propagators, a request without ``traceparent``,
+    ``tracestate`` or ``baggage`` has no context to extract, and a request
+    sent outside any context has none to inject: both skip the propagator."""
+    propagator = propagator or propagate.get_global_textmap()
+    members: list[Any] = [propagator]
+    if isinstance(propagator, CompositePropagator):
+        members = list(propagator._propagators)
+    if not members or not all(type(member) in _EXACT for member in members):
+        return None
+    return frozenset(propagator.fields)
 
 
 def error_code(exc: BaseException) -> str:
@@ -121,9 +147,12 @@ def traced_client(
     inject = propagate.inject
     if tracer is None:
         get_current = otel_context.get_current
+        exact = context_fields() is not None
 
         async def passing(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
-            inject(headers, get_current(), SETTER)  # writes nothing outside a trace
+            current = get_current()
+            if current or not exact:  # an empty context has nothing to pass on
+                inject(headers, current, SETTER)
             envelope_token = ENVELOPE_ID.set(request.id)
             try:
                 return await call_next(request, headers, timeout)
@@ -140,10 +169,15 @@ def traced_client(
     extract = propagate.extract
     attach, detach = otel_context.attach, otel_context.detach
     client = SpanKind.CLIENT
+    fields = context_fields()
 
     async def traced(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
         parent = None  # the current context
-        if headers and not current_span().get_span_context().is_valid:
+        if (
+            headers
+            and (fields is None or not fields.isdisjoint(headers))
+            and not current_span().get_span_context().is_valid
+        ):
             # Outside a span, a context the caller passed in the headers
             # (a gateway forwarding its caller's, say) is the parent.
             parent = extract(headers, None, GETTER)
@@ -179,10 +213,12 @@ def traced_server(
     extract = propagate.extract
     attach, detach = otel_context.attach, otel_context.detach
     if tracer is None:
+        fields = context_fields()
 
         async def passing(request: Envelope, headers: Mapping[str, str]) -> Envelope:
             envelope_token = ENVELOPE_ID.set(request.id)
-            token = attach(extract(headers, None, GETTER)) if headers else None
+            carries = headers and (fields is None or not fields.isdisjoint(headers))
+            token = attach(extract(headers, None, GETTER)) if carries else None
             try:
                 return await call_next(request, headers)
             finally:
@@ -199,9 +235,11 @@ def traced_server(
     start_span = tracer.start_span
     set_span = trace.set_span_in_context
     server = SpanKind.SERVER
+    fields = context_fields()
 
     async def traced(request: Envelope, headers: Mapping[str, str]) -> Envelope:
-        parent = extract(headers, None, GETTER) if headers else _EMPTY
+        carries = headers and (fields is None or not fields.isdisjoint(headers))
+        parent = extract(headers, None, GETTER) if carries else _EMPTY
         span = start_span(
             name,
             parent,
