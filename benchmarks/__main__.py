@@ -39,12 +39,16 @@ import nats.errors
 from benchmarks.pools import polyglot, pool_scaling
 from benchmarks.stacks import (
     ECHO_SCHEMA,
+    EXPORTED_SERVICE,
     FULL_SERVICE,
     PAYLOAD,
+    SAMPLED_RATIO,
+    SAMPLED_SERVICE,
     BenchPlugin,
     Call,
     cbs_call,
     direct_call,
+    exporting,
     faststream_caller,
     faststream_missing,
     full_plugins,
@@ -170,7 +174,7 @@ class Runner:
         ratio = f"{row['ratio']:.2f}x" if "ratio" in row else "(base)"
         p50r = f"{row['p50_ratio']:.2f}x" if "p50_ratio" in row else ""
         print(
-            f"{row['scenario']:<25} {row['mode']:<11} {row['stack']:<16}"
+            f"{row['scenario']:<25} {row['mode']:<11} {row['stack']:<24}"
             f" {row['rps']:>9.0f} {row['p50_us']:>8.1f} {row['p99_us']:>8.1f}"
             f"  {ratio:>7} {p50r:>7}  {cpu_columns(row)}",
             flush=True,
@@ -206,9 +210,43 @@ async def nats_same_process(runner: Runner, url: str) -> None:
         await server_nc.close()
 
 
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[tuple[str, list[str]]]:
+    """A local OTLP/HTTP sink in its own process: (url, its last line once stopped)."""
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.otlp_sink"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert sink.stdin is not None and sink.stdout is not None
+    said: list[str] = []
+    try:
+        ready = sink.stdout.readline().split()
+        if ready[:1] != ["ready"]:
+            raise RuntimeError(f"OTLP sink did not start: {ready!r}")
+        yield f"http://127.0.0.1:{ready[1]}", said
+    finally:
+        sink.stdin.close()
+        try:
+            said.append(sink.stdout.read().strip())
+            sink.wait(10)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+            sink.wait(10)
+
+
 async def nats_split(runner: Runner, url: str) -> None:
+    with otlp_sink() as (sink_url, sink_said):
+        await _nats_split(runner, url, sink_url)
+    print(f"OTLP sink: {sink_said[0] if sink_said else 'no report'}")
+
+
+async def _nats_split(runner: Runner, url: str, sink_url: str) -> None:
+    command = [sys.executable, "-m", "benchmarks.responder", url, "--loop", runner.loop]
     responder = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-        [sys.executable, "-m", "benchmarks.responder", url, "--loop", runner.loop],
+        [*command, "--otlp", sink_url],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -224,7 +262,14 @@ async def nats_split(runner: Runner, url: str) -> None:
         client_nc = await nats.connect(url)
         caller = make_body(nats_plugin, nats_url=url)
         full = make_body(*full_plugins(), service=FULL_SERVICE, nats_url=url)
-        candidates = [("cbs", cbs_call(caller)), ("cbs all plugins", cbs_call(full, FULL_SERVICE))]
+        exported = make_body(*full_plugins(), service=EXPORTED_SERVICE, nats_url=url)
+        sampled = make_body(*full_plugins(), service=SAMPLED_SERVICE, nats_url=url)
+        candidates = [
+            ("cbs", cbs_call(caller)),
+            ("cbs all plugins", cbs_call(full, FULL_SERVICE)),
+            ("cbs all, spans exported", cbs_call(exported, EXPORTED_SERVICE)),
+            ("cbs all, 10% sampled", cbs_call(sampled, SAMPLED_SERVICE)),
+        ]
         broker = None
         missing = faststream_missing()
         if missing:
@@ -235,6 +280,10 @@ async def nats_split(runner: Runner, url: str) -> None:
         try:
             await caller.start(serve=False)
             await full.start(serve=False)
+            with exporting(sink_url):
+                await exported.start(serve=False)
+            with exporting(sink_url, SAMPLED_RATIO):
+                await sampled.start(serve=False)
             with sides(responder=responder.pid):
                 await runner.compare(
                     "nats split-process", ("raw nats-py", raw_call(client_nc)), candidates
@@ -242,8 +291,8 @@ async def nats_split(runner: Runner, url: str) -> None:
         finally:
             if broker is not None:
                 await broker.stop()
-            await full.stop()
-            await caller.stop()
+            for body in (sampled, exported, full, caller):
+                await body.stop()
             await client_nc.close()
     finally:
         responder.terminate()
@@ -596,6 +645,14 @@ BUDGET: list[tuple[str, str, str, str, Callable[[float], bool], str]] = [
         lambda v: v >= 0.8,
         ">= 0.80x throughput",
     ),
+    (
+        "nats split-process",
+        CONCURRENT,
+        "cbs all, spans exported",
+        "ratio",
+        lambda v: v >= 0.6,
+        ">= 0.60x throughput",
+    ),
     ("local bus", CONCURRENT, "cbs", "ratio", lambda v: v >= 0.5, ">= 0.50x throughput"),
     ("observability", CONCURRENT, "cbs+tracing+metrics", "ratio", lambda v: v >= 0.8, ">= 0.80x"),
     ("local bus", SEQUENTIAL, "cbs", "ratio", lambda v: v >= 0.5, ">= 0.50x throughput"),
@@ -713,7 +770,7 @@ async def run_scenarios(runner: Runner, wanted: set[str]) -> None:
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     print(
-        f"{'scenario':<25} {'mode':<11} {'stack':<16} {'req/s':>9} {'p50 us':>8} {'p99 us':>8}"
+        f"{'scenario':<25} {'mode':<11} {'stack':<24} {'req/s':>9} {'p50 us':>8} {'p99 us':>8}"
         f"  {'ratio':>7} {'p50 r':>7}  CPU us/req caller / responder / server"
     )
     wanted = set(args.only.split(",")) if args.only else set(SCENARIOS)

@@ -6,7 +6,9 @@ with orjson, the JSON library CBS's codec uses.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -128,6 +130,30 @@ def make_body(
 #: The service of the bench cell on bodies with every first-party plugin (its
 #: own queue group, so its requests never reach a nats-only responder).
 FULL_SERVICE = "benchfull"
+#: Every first-party plugin, every span exported over OTLP; and 10 % sampled.
+EXPORTED_SERVICE = "benchspans"
+SAMPLED_SERVICE = "benchsampled"
+SAMPLED_RATIO = "0.1"
+
+
+@contextlib.contextmanager
+def exporting(sink_url: str, ratio: str | None = None) -> Iterator[None]:
+    """OTEL_* variables, while a body starts, that make its TracerProvider
+    export every span (or ``ratio`` of new traces) over OTLP/HTTP to ``sink_url``."""
+    names = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink_url
+    if ratio is not None:
+        os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        os.environ["OTEL_TRACES_SAMPLER_ARG"] = ratio
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def full_plugins() -> list[Any]:

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from random import getrandbits, random
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -34,12 +35,23 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, Setter, TextMapPropagator
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cbs.contracts import CbsError, Envelope
 from cbs.kernel import ClientHandler, Served, ServerHandler, Target
 from cbs.tracing.logs import ENVELOPE_ID
+
+if TYPE_CHECKING:
+    from cbs.tracing.otel import HeadSampling
 
 __all__ = [
     "HeaderGetter",
@@ -77,6 +89,7 @@ class HeaderGetter(Getter[Mapping[str, str]]):
 SETTER = HeaderSetter()
 GETTER = HeaderGetter()
 _EMPTY = Context()
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
 #: Propagators that read only their ``fields`` and write nothing from an empty
@@ -139,11 +152,33 @@ def _static(system: str, operation: str, subject: str, service: str, verb: str) 
     }
 
 
+def _unsampled(parent: Context) -> Context:
+    """``parent`` with a new trace that is not sampled: what the SDK's sampler
+    would give a trace it drops, without making the span."""
+    ids = SpanContext(getrandbits(128) or 1, getrandbits(64) or 1, False, _NOT_SAMPLED)
+    return trace.set_span_in_context(NonRecordingSpan(ids), parent)
+
+
+def _sampled(ids: SpanContext, ratio: float) -> bool:
+    """Head sampling: follow the parent's decision; a new trace is sampled
+    with probability ``ratio``."""
+    if ids.is_valid:
+        return ids.trace_flags.sampled
+    return ratio >= 1.0 or random() < ratio
+
+
 def traced_client(
-    target: Target, call_next: ClientHandler, *, system: str = "", tracer: trace.Tracer | None
+    target: Target,
+    call_next: ClientHandler,
+    *,
+    system: str = "",
+    tracer: trace.Tracer | None,
+    head: HeadSampling | None = None,
 ) -> ClientHandler:
     """Client middleware: a CLIENT span around the request (with ``tracer``);
-    its context is injected into the outgoing headers."""
+    its context is injected into the outgoing headers. With ``head``, the
+    middleware samples (see :class:`cbs.tracing.otel.HeadSampling`): a request
+    not sampled makes no span and carries an unsampled context on."""
     inject = propagate.inject
     if tracer is None:
         get_current = otel_context.get_current
@@ -171,16 +206,25 @@ def traced_client(
     client = SpanKind.CLIENT
     fields = context_fields()
 
+    get_current = otel_context.get_current
+    ratio = head.ratio if head is not None else 1.0
+
     async def traced(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
         parent = None  # the current context
-        if (
-            headers
-            and (fields is None or not fields.isdisjoint(headers))
-            and not current_span().get_span_context().is_valid
-        ):
+        ids = current_span().get_span_context()
+        if headers and (fields is None or not fields.isdisjoint(headers)) and not ids.is_valid:
             # Outside a span, a context the caller passed in the headers
             # (a gateway forwarding its caller's, say) is the parent.
             parent = extract(headers, None, GETTER)
+            ids = current_span(parent).get_span_context()
+        if head is not None and not _sampled(ids, ratio):
+            ctx = parent if parent is not None else get_current()
+            inject(headers, ctx if ids.is_valid else _unsampled(ctx), SETTER)
+            envelope_token = ENVELOPE_ID.set(request.id)
+            try:
+                return await call_next(request, headers, timeout)
+            finally:
+                ENVELOPE_ID.reset(envelope_token)
         span = start_span(
             name,
             parent,
@@ -205,11 +249,17 @@ def traced_client(
 
 
 def traced_server(
-    served: Served, call_next: ServerHandler, *, system: str = "", tracer: trace.Tracer | None
+    served: Served,
+    call_next: ServerHandler,
+    *,
+    system: str = "",
+    tracer: trace.Tracer | None,
+    head: HeadSampling | None = None,
 ) -> ServerHandler:
     """Server middleware: a SERVER span around the handling (with ``tracer``),
     child of the context extracted from the request headers; current while
-    the cell runs."""
+    the cell runs. With ``head``, a request not sampled makes no span; its
+    context (unsampled) is current while the cell runs."""
     extract = propagate.extract
     attach, detach = otel_context.attach, otel_context.detach
     if tracer is None:
@@ -237,9 +287,22 @@ def traced_server(
     server = SpanKind.SERVER
     fields = context_fields()
 
+    current_span = trace.get_current_span
+    ratio = head.ratio if head is not None else 1.0
+
     async def traced(request: Envelope, headers: Mapping[str, str]) -> Envelope:
         carries = headers and (fields is None or not fields.isdisjoint(headers))
         parent = extract(headers, None, GETTER) if carries else _EMPTY
+        if head is not None:
+            ids = current_span(parent).get_span_context()
+            if not _sampled(ids, ratio):
+                token = attach(parent if ids.is_valid else _unsampled(parent))
+                envelope_token = ENVELOPE_ID.set(request.id)
+                try:
+                    return await call_next(request, headers)
+                finally:
+                    ENVELOPE_ID.reset(envelope_token)
+                    detach(token)
         span = start_span(
             name,
             parent,

@@ -21,19 +21,32 @@ set, so once a body has stopped the global state is what it was before.
 runs; on a provider the body does not own, that exporter is switched off
 when the body stops (an SDK provider cannot drop a span processor).
 
+Head sampling of the body's own provider: ``OTEL_TRACES_SAMPLER`` unset or
+``parentbased_always_on`` (record everything), or ``parentbased_traceidratio``
+with ``OTEL_TRACES_SAMPLER_ARG`` (record that share of new traces), is decided
+by the middleware itself (:class:`HeadSampling`): a request that is not
+sampled, or whose caller's trace is not, never reaches the SDK, and carries
+an unsampled ``traceparent`` on, so the services it calls do not record it
+either. It costs about what tracing without a provider costs, where the SDK
+would make a non-recording span for it (about half the price of a recorded
+one). Any other sampler, and every provider the application gives, decide
+through the SDK as OpenTelemetry documents.
+
 The rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
-``OTEL_TRACES_SAMPLER``, ``OTEL_EXPORTER_OTLP_*``, ``OTEL_BSP_*``,
-``OTEL_PROPAGATORS``, ``OTEL_SDK_DISABLED``) is read by OpenTelemetry itself.
+``OTEL_EXPORTER_OTLP_*``, ``OTEL_BSP_*``, ``OTEL_PROPAGATORS``,
+``OTEL_SDK_DISABLED``) is read by OpenTelemetry itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 from typing import TYPE_CHECKING
 
+import attrs
 from opentelemetry import trace
 
 from cbs.kernel import Body, StashKey
@@ -47,7 +60,7 @@ if TYPE_CHECKING:
 
     from cbs.tracing.export import WhileRunning
 
-__all__ = ["exporters_from_env", "provider", "start", "stop"]
+__all__ = ["HeadSampling", "exporters_from_env", "head_sampling", "provider", "start", "stop"]
 
 log = logging.getLogger("cbs.tracing")
 
@@ -60,6 +73,41 @@ _ACTIVE: StashKey[trace.TracerProvider | None] = StashKey()
 _OWN: StashKey[SdkTracerProvider] = StashKey()
 #: The file exporter added to a provider the body does not own.
 _FILE: StashKey[WhileRunning] = StashKey()
+#: How the middleware samples for the body's own provider.
+_HEAD: StashKey[HeadSampling] = StashKey()
+
+
+@attrs.frozen
+class HeadSampling:
+    """Parent-based head sampling decided by the middleware: a trace that
+    starts here is recorded with probability ``ratio``; a request whose
+    caller's trace is sampled is recorded, one whose caller's is not is not."""
+
+    ratio: float = 1.0
+
+
+def _sampling_from_env() -> HeadSampling | None:
+    """The :class:`HeadSampling` that ``OTEL_TRACES_SAMPLER`` asks for, or
+    ``None`` when the SDK's sampler must decide (any other sampler)."""
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    if name == "parentbased_always_on":
+        return HeadSampling(1.0)
+    if name != "parentbased_traceidratio":
+        return None
+    raw = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "")
+    try:
+        ratio = float(raw)
+    except ValueError:
+        ratio = math.nan
+    if not 0.0 <= ratio <= 1.0:
+        log.warning("OTEL_TRACES_SAMPLER_ARG=%r is not a ratio from 0 to 1: using 1.0", raw)
+        ratio = 1.0
+    return HeadSampling(ratio)
+
+
+def head_sampling(body: Body) -> HeadSampling | None:
+    """How the middleware samples while ``body`` runs (``None``: the SDK decides)."""
+    return body.stash.get(_HEAD, None)
 
 
 def _truthy(name: str) -> bool:
@@ -136,8 +184,16 @@ def start(body: Body) -> None:
         processors = [] if _truthy("OTEL_SDK_DISABLED") else exporters_from_env()
         if processors or (file and not _truthy("OTEL_SDK_DISABLED")):
             from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
-            own = TracerProvider(resource=_resource())
+            head = _sampling_from_env()
+            if head is None:
+                own = TracerProvider(resource=_resource())  # the SDK's sampler decides
+            else:
+                # The middleware decides before a span is made; what reaches
+                # the SDK is to be recorded.
+                own = TracerProvider(resource=_resource(), sampler=ParentBased(ALWAYS_ON))
+                body.stash[_HEAD] = head
             for processor in processors:
                 own.add_span_processor(processor)
             if file:
@@ -169,6 +225,8 @@ def _forget(body: Body) -> SdkTracerProvider | None:
     body's own provider, still to be flushed and shut down."""
     if _ACTIVE in body.stash:
         del body.stash[_ACTIVE]
+    if _HEAD in body.stash:
+        del body.stash[_HEAD]
     if _FILE in body.stash:
         switch = body.stash[_FILE]
         del body.stash[_FILE]

@@ -29,6 +29,8 @@ from cbs.kernel import (
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
+    from cbs.tracing.otel import HeadSampling
+
 #: Middleware order: outside the other middleware, so a span covers them
 #: (and a breaker's or metrics' log lines carry the trace id).
 ORDER = 0
@@ -85,11 +87,22 @@ def _tracer(body: Body | None) -> Tracer | None:
     return tracer_of(trace.get_tracer_provider())
 
 
+def _head(body: Body | None) -> HeadSampling | None:
+    """How the middleware samples: for the body's own provider only."""
+    if body is None:
+        return None
+    from cbs.tracing.otel import head_sampling
+
+    return head_sampling(body)
+
+
 def client_factory(body: Body | None = None) -> ClientMiddleware:
     def factory(target: Target, call_next: ClientHandler) -> ClientHandler:
         from cbs.tracing.middleware import traced_client
 
-        return traced_client(target, call_next, system=_system(body), tracer=_tracer(body))
+        return traced_client(
+            target, call_next, system=_system(body), tracer=_tracer(body), head=_head(body)
+        )
 
     return factory
 
@@ -98,7 +111,9 @@ def server_factory(body: Body | None = None) -> ServerMiddleware:
     def factory(served: Served, call_next: ServerHandler) -> ServerHandler:
         from cbs.tracing.middleware import traced_server
 
-        return traced_server(served, call_next, system=_system(body), tracer=_tracer(body))
+        return traced_server(
+            served, call_next, system=_system(body), tracer=_tracer(body), head=_head(body)
+        )
 
     return factory
 

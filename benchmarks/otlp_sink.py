@@ -1,0 +1,47 @@
+"""An OTLP/HTTP receiver that accepts every export and counts its spans, in
+its own process (so receiving costs the measured processes nothing): the
+local sink of the split scenario's stacks that export spans.
+
+    python -m benchmarks.otlp_sink   # prints "ready PORT"; at EOF on stdin, "received N spans"
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Sink(BaseHTTPRequestHandler):
+    spans = 0
+
+    def do_POST(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        length = int(self.headers.get("Content-Length") or 0)
+        request = ExportTraceServiceRequest.FromString(self.rfile.read(length))
+        Sink.spans += sum(
+            len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def main() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"ready {server.server_address[1]}", flush=True)
+    sys.stdin.read()  # the benchmark closes our stdin (or exits) to stop us
+    server.shutdown()
+    print(f"received {Sink.spans} spans", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Head sampling of a body's own TracerProvider (``OTEL_TRACES_SAMPLER``
+``parentbased_always_on`` or ``parentbased_traceidratio``), decided by the
+middleware: what is not sampled makes no span and carries an unsampled
+``traceparent`` on; what the caller sampled is recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cbs.kernel import Body, Cell, CellRegistry, Config, current_request, hookimpl
+from cbs.nats import plugin as nats_plugin
+from cbs.tracing import otel
+from cbs.tracing import plugin as tracing_plugin
+
+SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+NOT_SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+
+class HopPlugin:
+    """``hop.hop`` asks ``peek.peek``, which answers with the headers it got."""
+
+    def __init__(self) -> None:
+        self.body: Body | None = None
+        hop = Cell("hop", category="logic", version="1.0.0", purpose="Asks peek")
+        hop.add_verb("hop", self._hop, schema="hop/v1/Any")
+        peek = Cell("peek", category="logic", version="1.0.0", purpose="Shows headers")
+        peek.add_verb("peek", self._peek, schema="peek/v1/Any")
+        self.cells = [hop, peek]
+
+    async def _hop(self, payload: dict[str, Any]) -> dict[str, Any]:
+        assert self.body is not None
+        return await self.body.request("peek", "peek", {})
+
+    async def _peek(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return dict(current_request().headers)
+
+    @hookimpl
+    def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
+        for cell in self.cells:
+            cells.add(cell)
+
+    @hookimpl
+    def cbs_body_starting(self, body: Body) -> None:
+        self.body = body
+
+
+def spans(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def sampler(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def set_ratio(ratio: str | None) -> None:
+        monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
+        if ratio is None:
+            monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+        else:
+            monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+            monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", ratio)
+
+    return set_ratio
+
+
+async def test_a_trace_that_is_not_sampled_makes_no_span_and_says_so_downstream(
+    make_body: Any, sampler: Any, tmp_path: Path
+) -> None:
+    sampler("0")
+    path = tmp_path / "spans.jsonl"
+    body = make_body(tracing_plugin, HopPlugin(), config={"tracing_file": str(path)})
+    await body.start()
+    assert otel.head_sampling(body) == otel.HeadSampling(0.0)
+    for _ in range(20):
+        seen = await body.request("hop", "hop", {})
+        # The second hop gets the new trace's context, flagged not sampled.
+        assert seen["traceparent"].endswith("-00"), seen
+    # A caller that sampled its trace is followed (parent based).
+    seen = await body.request("hop", "hop", {}, headers={"traceparent": SAMPLED})
+    assert seen["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert seen["traceparent"].endswith("-01")
+    await body.stop()
+    recorded = spans(path)
+    assert {s["context"]["trace_id"] for s in recorded} == {"0x0af7651916cd43dd8448eb211c80319c"}
+    assert len(recorded) == 4  # client and server spans of hop and of peek
+
+
+@pytest.mark.parametrize("ratio", [None, "1"])
+async def test_every_new_trace_is_recorded_and_an_unsampled_caller_is_followed(
+    make_body: Any, sampler: Any, tmp_path: Path, ratio: str | None
+) -> None:
+    sampler(ratio)
+    path = tmp_path / "spans.jsonl"
+    body = make_body(tracing_plugin, HopPlugin(), config={"tracing_file": str(path)})
+    await body.start()
+    assert otel.head_sampling(body) == otel.HeadSampling(1.0)
+    await body.request("hop", "hop", {})
+    seen = await body.request("hop", "hop", {}, headers={"traceparent": NOT_SAMPLED})
+    assert seen["traceparent"] == NOT_SAMPLED  # carried on as it came, no span of its own
+    await body.stop()
+    recorded = spans(path)
+    assert len(recorded) == 4
+    assert len({s["context"]["trace_id"] for s in recorded}) == 1
+    assert "0x0af7651916cd43dd8448eb211c80319c" not in {s["context"]["trace_id"] for s in recorded}
+
+
+async def test_a_ratio_records_about_that_share_of_new_traces_over_nats(
+    nats_server: Any, make_body: Any, sampler: Any, tmp_path: Path
+) -> None:
+    sampler("0.25")
+    path = tmp_path / "spans.jsonl"
+    body = make_body(
+        nats_plugin,
+        tracing_plugin,
+        HopPlugin(),
+        config={"tracing_file": str(path), "nats_url": nats_server.url},
+    )
+    await body.start()
+    for _ in range(400):
+        await body.request("hop", "hop", {})
+    await body.stop()
+    traces: dict[str, int] = {}
+    for span in spans(path):
+        trace_id = span["context"]["trace_id"]
+        traces[trace_id] = traces.get(trace_id, 0) + 1
+    # Each sampled trace is whole (4 spans); 400 draws at 0.25: 100 +- 40 (4.6 sigma).
+    assert set(traces.values()) == {4}
+    assert 60 <= len(traces) <= 140, len(traces)
+
+
+@pytest.mark.parametrize(
+    ("name", "arg", "expected"),
+    [
+        ("parentbased_traceidratio", "0.1", otel.HeadSampling(0.1)),
+        ("parentbased_traceidratio", "2", otel.HeadSampling(1.0)),
+        ("parentbased_traceidratio", "x", otel.HeadSampling(1.0)),
+        ("parentbased_always_on", "", otel.HeadSampling(1.0)),
+        ("traceidratio", "0.1", None),
+        ("always_off", "", None),
+    ],
+)
+def test_which_samplers_the_middleware_decides(
+    monkeypatch: pytest.MonkeyPatch, name: str, arg: str, expected: Any
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    assert otel._sampling_from_env() == expected
