@@ -20,6 +20,7 @@ from cbs.kernel.capabilities import (
 from cbs.kernel.cell import CATEGORIES, Cell
 from cbs.kernel.config import Config, Option, number
 from cbs.kernel.errors import ConfigError, PluginError, UsageError
+from cbs.kernel.lazy import lazy_exports
 from cbs.kernel.middleware import (
     DEADLINE_HEADER,
     PHASES,
@@ -88,6 +89,7 @@ __all__ = [
     "current_request",
     "deadline_left",
     "hookimpl",
+    "lazy_exports",
     "number",
     "parse_target",
     "read_payload",

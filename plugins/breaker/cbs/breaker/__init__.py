@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cbs.breaker.circuit import CLOSED, HALF_OPEN, OPEN
-from cbs.breaker.layers import HEADER, BulkheadFull, CircuitOpen, remaining
+from cbs.kernel import lazy_exports
 
 if TYPE_CHECKING:
+    from cbs.breaker.circuit import CLOSED, HALF_OPEN, OPEN
+    from cbs.breaker.layers import HEADER, BulkheadFull, CircuitOpen, remaining
     from cbs.kernel import Body
 
 __all__ = [
@@ -30,6 +31,16 @@ __all__ = [
     "remaining",
     "states",
 ]
+# Imported when first used: the entry point (every `cbs` command) needs none of them.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(("CLOSED", "HALF_OPEN", "OPEN"), "cbs.breaker.circuit"),
+        **dict.fromkeys(
+            ("HEADER", "BulkheadFull", "CircuitOpen", "remaining"), "cbs.breaker.layers"
+        ),
+    },
+)
 
 
 def states(body: Body) -> dict[tuple[str, str], str]:

@@ -15,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cbs.chaos.control import ALL as CONTROL_SUBJECT
+# Imported here, not lazily: importing the submodule `rules` later would
+# replace the function `rules` below with it.
 from cbs.chaos.rules import Rule, parse_rules, read_rules
+from cbs.kernel import lazy_exports
 
 if TYPE_CHECKING:
+    from cbs.chaos.control import CONTROL_SUBJECT
     from cbs.chaos.layers import ChaosState
     from cbs.kernel import Body
 
@@ -32,6 +35,11 @@ __all__ = [
     "clear_rules",
     "instance",
 ]
+# Imported when first used: the entry point (every `cbs` command) needs none of them.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {"CONTROL_SUBJECT": "cbs.chaos.control"},
+)
 
 
 def _state(body: Body) -> ChaosState:

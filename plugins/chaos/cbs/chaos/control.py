@@ -35,12 +35,14 @@ from cbs.chaos.rules import parse_rules
 from cbs.contracts import Bus, Outcome, Subscription
 from cbs.kernel import ConfigError
 
-__all__ = ["PREFIX", "ALL", "REPLY_PREFIX", "Responder", "send"]
+__all__ = ["PREFIX", "ALL", "CONTROL_SUBJECT", "REPLY_PREFIX", "Responder", "send"]
 
 log = logging.getLogger("cbs.chaos")
 
 PREFIX = "$CBS.CHAOS."
 ALL = PREFIX + "ALL"
+#: ``ALL``, as the package offers it.
+CONTROL_SUBJECT = ALL
 REPLY_PREFIX = "_cbs.chaos.reply."
 OPS = ("set", "clear", "list")
 #: What a control handler hands back to the bus: no reply (it publishes its own).

@@ -15,9 +15,22 @@ schemas, a JetStream key-value bucket keeps every published version, and
 
 from __future__ import annotations
 
-from cbs.schemas.documents import SchemaError, Source, Upcast, document, fingerprint, schema_of
-from cbs.schemas.registry import BUCKET, Registry, published
-from cbs.schemas.validation import JSON_SCHEMA, REPLY_JSON_SCHEMA, UPCASTS, compile_schema
+from typing import TYPE_CHECKING
+
+from cbs.kernel import lazy_exports
+
+if TYPE_CHECKING:
+    from cbs.schemas.documents import (
+        SchemaError,
+        Source,
+        Upcast,
+        document,
+        fingerprint,
+        schema_of,
+    )
+    from cbs.schemas.options import JSON_SCHEMA, REPLY_JSON_SCHEMA, UPCASTS
+    from cbs.schemas.registry import BUCKET, Registry, published
+    from cbs.schemas.validation import compile_schema
 
 __all__ = [
     "BUCKET",
@@ -34,3 +47,17 @@ __all__ = [
     "published",
     "schema_of",
 ]
+# Imported when first used: the entry point (every `cbs` command) needs none of
+# them, and the validator (jsonschema-rs) takes longer to import than CBS.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(
+            ("SchemaError", "Source", "Upcast", "document", "fingerprint", "schema_of"),
+            "cbs.schemas.documents",
+        ),
+        **dict.fromkeys(("BUCKET", "Registry", "published"), "cbs.schemas.registry"),
+        **dict.fromkeys(("JSON_SCHEMA", "REPLY_JSON_SCHEMA", "UPCASTS"), "cbs.schemas.options"),
+        "compile_schema": "cbs.schemas.validation",
+    },
+)

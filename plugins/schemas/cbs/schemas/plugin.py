@@ -32,7 +32,7 @@ def _declares_schemas(endpoint: Endpoint) -> bool:
 
 @hookimpl
 def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
-    from cbs.schemas.validation import JSON_SCHEMA, REPLY_JSON_SCHEMA, UPCASTS
+    from cbs.schemas.options import JSON_SCHEMA, REPLY_JSON_SCHEMA, UPCASTS
 
     options.add(JSON_SCHEMA)
     options.add(REPLY_JSON_SCHEMA)

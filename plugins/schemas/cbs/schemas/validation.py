@@ -16,8 +16,9 @@ from typing import Any
 import jsonschema_rs
 
 from cbs.contracts import BadRequest, Endpoint, Envelope, Internal
-from cbs.kernel import EndpointOption, PluginError, Served, ServerHandler
-from cbs.schemas.documents import Source, Upcast, document, fingerprint
+from cbs.kernel import PluginError, Served, ServerHandler
+from cbs.schemas.documents import Source, document
+from cbs.schemas.options import JSON_SCHEMA, REPLY_JSON_SCHEMA, UPCASTS
 
 __all__ = [
     "JSON_SCHEMA",
@@ -32,53 +33,6 @@ __all__ = [
 Validator = Any  # a jsonschema_rs validator (untyped)
 
 log = logging.getLogger("cbs.schemas")
-
-
-def _meta(prefix: str) -> Callable[[Any], Mapping[str, str]]:
-    def advertise(value: Any) -> Mapping[str, str]:
-        schema = document(value)
-        return {f"cbs.{prefix}.hash": fingerprint(schema), f"cbs.{prefix}.json": _json(schema)}
-
-    return advertise
-
-
-def _upcasts_meta(value: Any) -> Mapping[str, str]:
-    older = {label: document(up.schema) for label, up in dict(value).items()}
-    return {"cbs.also_accepts.json": _json(older)}
-
-
-def _json(value: Any) -> str:
-    import orjson
-
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-
-
-#: The JSON Schema of a verb's request payload (its ``schema`` label): a
-#: path, a dict, or a typed model.
-JSON_SCHEMA: EndpointOption[Any] = EndpointOption(
-    "json_schema",
-    object,
-    None,
-    help="JSON Schema of the request payload: a path, a dict or an attrs class / TypedDict",
-    metadata=_meta("schema"),
-)
-#: The JSON Schema of a verb's reply payload (advertised, not enforced).
-REPLY_JSON_SCHEMA: EndpointOption[Any] = EndpointOption(
-    "reply_json_schema",
-    object,
-    None,
-    help="JSON Schema of the reply payload (advertised)",
-    metadata=_meta("reply_schema"),
-)
-#: Older request schemas (labels in ``also_accepts``) and their upcasters:
-#: ``{"demo/v1/Name": Upcast(schema, to_current)}``.
-UPCASTS: EndpointOption[Mapping[str, Upcast]] = EndpointOption(
-    "upcasts",
-    dict,
-    {},
-    help="older request schemas the verb accepts, each with its upcaster",
-    metadata=_upcasts_meta,
-)
 
 
 def compile_schema(schema: Mapping[str, Any]) -> Validator:
