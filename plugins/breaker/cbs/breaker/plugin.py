@@ -22,6 +22,8 @@ from cbs.kernel import (
     EndpointOptionRegistry,
     MiddlewareRegistry,
     OptionRegistry,
+    Served,
+    ServerHandler,
     StashKey,
     Target,
     TransportState,
@@ -99,9 +101,10 @@ def cbs_configured(config: Config, body: Body) -> None:
 
 @hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
-    from cbs.breaker import layers
     from cbs.breaker.report import BreakerTable
 
+    # The layers are imported when a chain is composed (`cbs plugins` and
+    # `cbs --help` register middleware but compose none).
     settings = body.stash[SETTINGS]
     table = body.stash.setdefault(TABLE, BreakerTable())
     hook = body.plugin_manager.hook
@@ -112,16 +115,22 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
     table.listeners.append(announce)
 
     def deadline(target: Target, call_next: ClientHandler) -> ClientHandler:
+        from cbs.breaker import layers
+
         policy = settings.policy(target.service, target.verb)
         return layers.deadline_layer(policy.deadline)(target, call_next)
 
     def bulkhead(target: Target, call_next: ClientHandler) -> ClientHandler:
+        from cbs.breaker import layers
+
         policy = settings.policy(target.service, target.verb)
         if not policy.max_concurrent:
             return call_next
         return layers.bulkhead_layer(policy.max_concurrent, policy.max_queue)(target, call_next)
 
     def retry(target: Target, call_next: ClientHandler) -> ClientHandler:
+        from cbs.breaker import layers
+
         policy = settings.policy(target.service, target.verb)
         if not policy.retries or not _idempotent(target, policy.idempotent):
             return call_next
@@ -129,6 +138,8 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
         return factory(target, call_next)
 
     def circuit_breaker(target: Target, call_next: ClientHandler) -> ClientHandler:
+        from cbs.breaker import layers
+
         policy = settings.policy(target.service, target.verb)
         if not policy.breaker:
             return call_next
@@ -136,6 +147,8 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
         return layers.circuit_layer(breaker)(target, call_next)
 
     def attempt_timeout(target: Target, call_next: ClientHandler) -> ClientHandler:
+        from cbs.breaker import layers
+
         policy = settings.policy(target.service, target.verb)
         factory = layers.attempt_layer(policy.attempt_timeout, policy.propagate_deadline)
         return factory(target, call_next)
@@ -144,7 +157,13 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
         phase, order = PLACEMENT[factory.__name__]
         middleware.add_client(factory.__name__, factory, phase=phase, order=order)
     phase, order = GUARD_PLACEMENT
-    middleware.add_server("deadline_guard", layers.deadline_guard, phase=phase, order=order)
+    middleware.add_server("deadline_guard", _deadline_guard, phase=phase, order=order)
+
+
+def _deadline_guard(served: Served, call_next: ServerHandler) -> ServerHandler:
+    from cbs.breaker.layers import deadline_guard
+
+    return deadline_guard(served, call_next)
 
 
 def _metrics_registry(body: Body) -> CollectorRegistry | None:

@@ -18,6 +18,8 @@ from cbs.kernel import (
     Config,
     EndpointOptionRegistry,
     MiddlewareRegistry,
+    Served,
+    ServerHandler,
     hookimpl,
 )
 from cbs.nats import NatsConnection
@@ -41,9 +43,14 @@ def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
 
 @hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
+    middleware.add_server("json_schema", _schema_middleware, phase="transport", order=0)
+
+
+def _schema_middleware(served: Served, call_next: ServerHandler) -> ServerHandler:
+    # The validator (jsonschema-rs) is imported when a chain is composed.
     from cbs.schemas.validation import schema_middleware
 
-    middleware.add_server("json_schema", schema_middleware, phase="transport", order=0)
+    return schema_middleware(served, call_next)
 
 
 @hookimpl
