@@ -10,42 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tracing_cells import HopPlugin
 
-from cbs.kernel import Body, Cell, CellRegistry, Config, current_request, hookimpl
 from cbs.nats import plugin as nats_plugin
 from cbs.tracing import otel
 from cbs.tracing import plugin as tracing_plugin
 
 SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 NOT_SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
-
-
-class HopPlugin:
-    """``hop.hop`` asks ``peek.peek``, which answers with the headers it got."""
-
-    def __init__(self) -> None:
-        self.body: Body | None = None
-        hop = Cell("hop", category="logic", version="1.0.0", purpose="Asks peek")
-        hop.add_verb("hop", self._hop, schema="hop/v1/Any")
-        peek = Cell("peek", category="logic", version="1.0.0", purpose="Shows headers")
-        peek.add_verb("peek", self._peek, schema="peek/v1/Any")
-        self.cells = [hop, peek]
-
-    async def _hop(self, payload: dict[str, Any]) -> dict[str, Any]:
-        assert self.body is not None
-        return await self.body.request("peek", "peek", {})
-
-    async def _peek(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return dict(current_request().headers)
-
-    @hookimpl
-    def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
-        for cell in self.cells:
-            cells.add(cell)
-
-    @hookimpl
-    def cbs_body_starting(self, body: Body) -> None:
-        self.body = body
 
 
 def spans(path: Path) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from tracing_cells import HopPlugin
 
 from cbs.contracts import BadRequest, Internal, NotFound
 from cbs.greeter import plugin as greeter_plugin
@@ -281,34 +282,6 @@ class TenantPropagator(TextMapPropagator):
     @property
     def fields(self) -> set[str]:
         return {"x-tenant"}
-
-
-class HopPlugin:
-    """``hop.hop`` asks ``peek.peek``, which answers with the headers it got."""
-
-    def __init__(self) -> None:
-        self.body: Body | None = None
-        hop = Cell("hop", category="logic", version="1.0.0", purpose="Asks peek")
-        hop.add_verb("hop", self._hop, schema="hop/v1/Any")
-        peek = Cell("peek", category="logic", version="1.0.0", purpose="Shows headers")
-        peek.add_verb("peek", self._peek, schema="peek/v1/Any")
-        self.cells = [hop, peek]
-
-    async def _hop(self, payload: dict[str, Any]) -> dict[str, Any]:
-        assert self.body is not None
-        return await self.body.request("peek", "peek", {})
-
-    async def _peek(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return dict(current_request().headers)
-
-    @hookimpl
-    def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
-        for cell in self.cells:
-            cells.add(cell)
-
-    @hookimpl
-    def cbs_body_starting(self, body: Body) -> None:
-        self.body = body
 
 
 async def test_pass_through_mode_uses_any_other_propagator_on_every_request(
