@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from cbs_process import run_cbs
+from secure_kit import auth, bus_as, secure_server
 from test_chaos_faults import Echo
 
 import cbs.chaos
@@ -48,21 +49,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SecureSetup:
 
 @pytest.fixture(scope="module")
 def server(setup: SecureSetup) -> Iterator[NatsServer]:
-    server = NatsServer(extra_config=setup.server_config()).start()
-    try:
+    with secure_server(setup) as server:
         yield server
-    finally:
-        server.stop()
-
-
-def auth(setup: SecureSetup, name: str) -> NatsAuth:
-    return NatsAuth(creds=str(setup.creds_path(name)), tls_ca=str(setup.ca.cert))
-
-
-async def bus_as(setup: SecureSetup, url: str, name: str) -> NatsBus:
-    bus = NatsBus(url, auth=auth(setup, name))
-    await bus.start()
-    return bus
 
 
 async def answer(data: bytes, headers: Mapping[str, str] | None) -> Outcome:

@@ -13,6 +13,7 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
+from secure_kit import auth, bus_as, secure_server
 
 from cbs.contracts import NotFound, Outcome, Unavailable
 from cbs.nats.auth import NatsAuth
@@ -38,21 +39,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SecureSetup:
 
 @pytest.fixture(scope="module")
 def server(setup: SecureSetup) -> Iterator[NatsServer]:
-    server = NatsServer(extra_config=setup.server_config()).start()
-    try:
+    with secure_server(setup) as server:
         yield server
-    finally:
-        server.stop()
-
-
-def auth(setup: SecureSetup, name: str) -> NatsAuth:
-    return NatsAuth(creds=str(setup.creds_path(name)), tls_ca=str(setup.ca.cert))
-
-
-async def bus_as(setup: SecureSetup, server: NatsServer, name: str) -> NatsBus:
-    bus = NatsBus(server.url, auth=auth(setup, name))
-    await bus.start()
-    return bus
 
 
 class Probe:
@@ -107,7 +95,7 @@ def answer(text: bytes) -> Any:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def greeter(setup: SecureSetup, server: NatsServer) -> AsyncIterator[NatsBus]:
-    bus = await bus_as(setup, server, "greeter")
+    bus = await bus_as(setup, server.url, "greeter")
     await bus.serve("cbs.greeter.say_hello", "greeter", answer(b"hello "), max_concurrency=8)
     await bus.serve("cbs.greeter.secret", "greeter", answer(b"secret "), max_concurrency=8)
     yield bus
@@ -117,7 +105,7 @@ async def greeter(setup: SecureSetup, server: NatsServer) -> AsyncIterator[NatsB
 async def test_creds_connect_and_a_foreign_jwt_is_refused(
     setup: SecureSetup, server: NatsServer, tmp_path: Path
 ) -> None:
-    bus = await bus_as(setup, server, "web")
+    bus = await bus_as(setup, server.url, "web")
     await bus.close()
     stranger = SecureSetup.create(tmp_path / "other")  # another operator's admin
     bad = NatsAuth(creds=str(stranger.creds_path("admin")), tls_ca=str(setup.ca.cert))
@@ -147,7 +135,7 @@ async def test_files_are_private(setup: SecureSetup) -> None:
 async def test_a_caller_uses_its_private_inbox(
     setup: SecureSetup, server: NatsServer, greeter: NatsBus
 ) -> None:
-    web = await bus_as(setup, server, "web")
+    web = await bus_as(setup, server.url, "web")
     try:
         assert await web.request("cbs.greeter.say_hello", b"Ada", timeout=3) == b"hello Ada"
         assert web.client.new_inbox().startswith("_INBOX_web.")
@@ -213,7 +201,7 @@ async def test_forged_replies_fail_by_construction(
 
     await mallory.nc.subscribe("cbs.>", cb=forge)
     await mallory.nc.subscribe("cbs.greeter.say_hello", queue="greeter", cb=forge)
-    web = await bus_as(setup, server, "web")
+    web = await bus_as(setup, server.url, "web")
     try:
         replies = [
             await web.request("cbs.greeter.say_hello", b"%d" % i, timeout=3) for i in range(40)
@@ -230,7 +218,7 @@ async def test_forged_replies_fail_by_construction(
 async def test_accounts_are_isolated_but_for_exports(
     setup: SecureSetup, server: NatsServer, greeter: NatsBus, probes: list[Probe]
 ) -> None:
-    outsider = await bus_as(setup, server, "outsider")
+    outsider = await bus_as(setup, server.url, "outsider")
     try:
         # exported and imported: works across accounts
         assert await outsider.request("cbs.greeter.say_hello", b"B", timeout=3) == b"hello B"
