@@ -474,3 +474,9 @@ async def test_durable_lag_rises_and_falls(
     await until(dead, 10, "one dead letter counted")
     await body.stop()
     assert own.get_sample_value("cbs_jetstream_consumer_pending", labels) is None
+
+
+def test_the_docs_describe_every_alert() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "observability.md").read_text()
+    documented = set(re.findall(r"^\| `(Cbs\w+)` \|", docs, re.M))
+    assert documented == {rule["alert"] for rule in rules()}
