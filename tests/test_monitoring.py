@@ -445,7 +445,7 @@ async def test_durable_lag_rises_and_falls(
 
     await until(read_zero, 10, "the consumer read back")
     for n in range(6):
-        await body.send("sink", "slow", {"n": n, "sleep": 0.3}, schema=SCHEMA)
+        await body.send("sink", "slow", {"n": n, "sleep": 0.5}, schema=SCHEMA)
     seen: list[float] = []
 
     async def lagging() -> bool:
