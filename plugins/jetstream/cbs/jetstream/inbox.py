@@ -538,6 +538,9 @@ class DurableInbox:
             except CbsError as exc:  # stored as a dead letter: the term still holds
                 log.debug("inbox %s: dead letter of %s not recorded: %s", self.consumer, key, exc)
         await msg.term()
+        target = (self.service, self.verb)
+        dead = self.runtime.dead_lettered
+        dead[target] = dead.get(target, 0) + 1
         err = error.get("error") or {}
         log.warning(
             "%s: envelope %s (sequence %d) dead-lettered at delivery %d: %s: %s",

@@ -38,12 +38,16 @@ from cbs.kernel import (
 from cbs.nats import NatsConnection
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.registry import Collector
+
     from cbs.jetstream.runtime import JetStreamRuntime
 
 log = logging.getLogger("cbs.jetstream")
 
 SETTINGS: StashKey[Settings] = StashKey()
 RUNTIME: StashKey[JetStreamRuntime] = StashKey()
+GAUGE: StashKey[tuple[CollectorRegistry, Collector]] = StashKey()
 
 
 @hookimpl
@@ -213,11 +217,39 @@ async def cbs_cell_started(body: Body, cell: Cell) -> None:
     await runtime.serve(cell, endpoints)
 
 
+def _show_gauge(body: Body, runtime: JetStreamRuntime) -> None:
+    """With cbs-metrics in the body: the inboxes' metrics in its registry."""
+    try:
+        from cbs.metrics import registry
+    except ImportError:
+        return
+    found = registry(body)
+    if found is None or GAUGE in body.stash:
+        return
+    from cbs.jetstream.gauge import JetStreamCollector
+
+    collector = JetStreamCollector(runtime)
+    found.register(collector)
+    body.stash[GAUGE] = (found, collector)
+    runtime.watch_consumers()
+
+
+def _hide_gauge(body: Body) -> None:
+    if GAUGE in body.stash:
+        found, collector = body.stash[GAUGE]
+        del body.stash[GAUGE]
+        found.unregister(collector)
+    runtime = body.stash.get(RUNTIME, None)
+    if runtime is not None:
+        runtime.unwatch()  # also after a failed start, when stop() did not run
+
+
 @hookimpl
 def cbs_body_started(body: Body) -> None:
     runtime = _runtime(body)
     if runtime is not None:
         body.capabilities.provide(runtime.sender, plugin="jetstream")
+        _show_gauge(body, runtime)  # every cbs_body_starting (cbs-metrics' included) has run
 
 
 def _drain_timeout(body: Body) -> float:
@@ -243,6 +275,7 @@ async def cbs_cell_stopped(body: Body, cell: Cell) -> None:
 
 @hookimpl
 def cbs_body_stopped(body: Body) -> None:
+    _hide_gauge(body)
     runtime = body.stash.get(RUNTIME, None)
     if runtime is not None:
         body.capabilities.withdraw(runtime.sender)

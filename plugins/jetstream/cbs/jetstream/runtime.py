@@ -41,6 +41,10 @@ _NOT_READY = (
 )
 
 
+#: How often the consumers of the served durable verbs are read back from the
+#: server for the metrics (``cbs_jetstream_consumer_pending`` and others).
+CONSUMER_INFO_PERIOD = 5.0
+
 #: A batch publish that did not go out: it is sent again one by one.
 _NOT_SENT: tuple[type[Exception], ...] = (*RETRYABLE, nats.js.errors.TooManyStalledMsgsError)
 
@@ -74,6 +78,12 @@ class JetStreamRuntime:
         #: The inboxes of each served cell object (two versions of a cell may
         #: be served at once while one replaces the other).
         self.inboxes: dict[int, list[DurableInbox]] = {}
+        #: (service, verb) -> (num_pending, num_ack_pending, num_redelivered) of
+        #: the verb's consumer, as last read (see ``watch_consumers``).
+        self.consumers: dict[tuple[str, str], tuple[int, int, int]] = {}
+        #: (service, verb) -> requests this body sent to the dead letters.
+        self.dead_lettered: dict[tuple[str, str], int] = {}
+        self._watch: asyncio.Task[None] | None = None
 
     # -- streams ------------------------------------------------------------------------
 
@@ -208,11 +218,52 @@ class JetStreamRuntime:
                 ) from exc
             started.append(inbox)
 
+    # -- consumer figures ---------------------------------------------------------------
+
+    def watch_consumers(self) -> None:
+        """Read the consumers of the served durable verbs now and every
+        ``CONSUMER_INFO_PERIOD`` seconds until ``stop`` (for the metrics)."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watch_loop(), name="cbs-jetstream-consumers")
+
+    def unwatch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await self.read_consumers()
+            await asyncio.sleep(CONSUMER_INFO_PERIOD)
+
+    async def read_consumers(self) -> None:
+        """Refresh ``consumers`` for every verb an inbox serves; a verb whose
+        consumer cannot be read keeps its last figures."""
+        inboxes = [inbox for group in self.inboxes.values() for inbox in group]
+        served = {(i.service, i.verb, i.stream, i.consumer) for i in inboxes}
+        for service, verb, stream, consumer in sorted(served):
+            try:
+                info = await self.jsm.consumer_info(stream, consumer)
+            except Exception as exc:  # a reconnect, a leader election: try again later
+                log.debug("consumer %s not read: %s", consumer, exc)
+                continue
+            self.consumers[(service, verb)] = (
+                info.num_pending or 0,
+                info.num_ack_pending or 0,
+                info.num_redelivered or 0,
+            )
+        for target in set(self.consumers) - {(s, v) for s, v, _, _ in served}:
+            del self.consumers[target]  # no longer served here
+
     async def stop_cell(self, cell: Cell, timeout: float) -> None:
         inboxes = self.inboxes.pop(id(cell), [])
         await asyncio.gather(*(inbox.stop(timeout) for inbox in inboxes))
 
     async def stop(self, timeout: float) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         inboxes = [inbox for group in self.inboxes.values() for inbox in group]
         self.inboxes.clear()
         await asyncio.gather(*(inbox.stop(timeout) for inbox in inboxes))

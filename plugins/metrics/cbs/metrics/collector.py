@@ -157,6 +157,15 @@ def _pool(groups: Sequence[Any]) -> Iterator[Metric]:
     yield crash_loop
 
 
+def _readiness(ready: bool | None) -> Metric:
+    family = GaugeMetricFamily(
+        "cbs_ready", "1 while the body is ready (what /readyz answers 200 to), else 0", labels=[]
+    )
+    if ready is not None:
+        family.add_metric([], int(ready))
+    return family
+
+
 class CbsCollector(Collector):
     """Reads the counters of one body, of its transport (the
     :class:`~cbs.kernel.TransportState` capability) and of the pool it
@@ -167,21 +176,25 @@ class CbsCollector(Collector):
         stats: BodyStats,
         transport: Callable[[], TransportState | None] = lambda: None,
         pool: Callable[[], Sequence[Any]] = lambda: (),
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.stats = stats
         self.transport = transport
         self.pool = pool
+        self.ready = ready
 
     def collect(self) -> Iterator[Metric]:
         yield from _build(self.stats)
         yield from _transport(self.transport())
         yield from _pool(self.pool())
+        yield _readiness(None if self.ready is None else self.ready())
 
     def describe(self) -> Iterator[Metric]:
         # The names, without samples, so that the registry refuses a clash.
         yield from _build(None)
         yield from _transport(None)
         yield from _pool(())
+        yield _readiness(None)
 
 
 class _Restricted(Collector):

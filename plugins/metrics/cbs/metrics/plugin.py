@@ -106,18 +106,21 @@ async def cbs_body_starting(body: Body) -> None:
     from prometheus_client import CollectorRegistry
 
     from cbs.metrics.collector import CbsCollector
-    from cbs.metrics.http import Health, MetricsServer
+    from cbs.metrics.http import Health, MetricsServer, readiness
 
     stats = body_stats(body)
     registry = body.stash.setdefault(METRICS_REGISTRY, CollectorRegistry())
     _forget(body)  # normally done when it stopped
+    health = body.stash.setdefault(HEALTH, Health())
+    health.reset(asyncio.get_running_loop())
     collector = CbsCollector(
-        stats, lambda: body.capabilities.get(TransportState), lambda: pool_groups(body)
+        stats,
+        lambda: body.capabilities.get(TransportState),
+        lambda: pool_groups(body),
+        lambda: readiness(body, health)[0],
     )
     registry.register(collector)
     body.stash[COLLECTOR] = collector
-    health = body.stash.setdefault(HEALTH, Health())
-    health.reset(asyncio.get_running_loop())
     port = body.config.get("metrics_port")
     if port is None:
         return
