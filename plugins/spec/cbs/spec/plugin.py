@@ -1,5 +1,5 @@
-"""Entry point ``spec``: the commands ``spec`` (also reached as ``cbs run
-SPEC``), ``apply`` and ``diff``, and the measuring middleware the autoscaler
+"""Entry point ``spec``: the commands ``spec``, ``apply`` and ``diff``, the
+``SpecServer`` that ``cbs run SPEC`` hands a spec to, and the measuring middleware the autoscaler
 reads. Only hook implementations live here."""
 
 from __future__ import annotations
@@ -9,6 +9,13 @@ from cbs.spec.signals import PLACEMENT, Stats
 
 #: Per-service in-flight and latency of this body.
 STATS: StashKey[Stats] = StashKey()
+
+
+@hookimpl
+def cbs_body_built(body: Body) -> None:
+    from cbs.spec.commands import FileSpecServer
+
+    body.capabilities.provide(FileSpecServer(), plugin="spec")  # for `cbs run SPEC`
 
 
 @hookimpl
