@@ -154,10 +154,11 @@ class Scaler(Capability):
     Contract: ``scale`` returns once ``n`` instances serve ``service``,
     this body's own instance included when it serves the service (so ``n``
     = 3 is the body and two workers): new ones subscribed, removed ones
-    drained, no request may fail because of a scale. It is idempotent (the same ``n`` twice changes nothing) and may
-    be called concurrently for different services. ``replicas`` is the
-    number serving now. A pool that cannot reach ``n`` raises
-    :class:`~cbs.kernel.ConfigError` with one line.
+    drained, no request may fail because of a scale. It is idempotent (the
+    same ``n`` twice changes nothing) and may be called concurrently for
+    different services. ``replicas`` is the number serving now. A pool
+    that cannot reach ``n`` raises :class:`~cbs.kernel.ConfigError` with
+    one line.
     """
 
     provided_by = "a process pool (cbs-pool)"

@@ -5,7 +5,6 @@ others (the greeter plugin adds ``demo``)."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import sys

@@ -163,8 +163,10 @@ class PoolScaler(Scaler):
 
     def replicas(self, service: str) -> int:
         group = self._group(service)
-        serving = 0 if group is None else sum(
-            1 for w in group.workers if w.state == "serving" and not w.stopping
+        serving = (
+            0
+            if group is None
+            else sum(1 for w in group.workers if w.state == "serving" and not w.stopping)
         )
         return serving + self._own(service)
 
