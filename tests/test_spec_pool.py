@@ -88,3 +88,29 @@ async def test_spec_replicas_and_the_autoscaler_reach_real_worker_processes(
     await until_instances(body, "greet", 1)
     await body.stop()
     assert worker_pids(body) == []
+
+
+async def test_a_sidecar_of_a_spec_runs_under_the_pool_and_a_new_command_replaces_it(
+    make_body: MakeBody, tmp_path: Path
+) -> None:
+    import sys
+
+    from cbs_process import alive
+
+    path = tmp_path / "body.yaml"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    path.write_text(f"version: 1\ncells:\n  tick: {{command: {sleeper}, replicas: 2}}\n")
+    body = make_body(cbs.spec.plugin, cbs.pool.plugin, environ=dict(os.environ))
+    runner = SpecRunner(body, path)
+    await runner.start()
+    first = worker_pids(body)
+    assert len(first) == 2 and all(alive(pid) for pid in first)
+    assert runner.reconciler is not None
+    other = [*sleeper[:-1], "import time; time.sleep(121)"]
+    spec = read_text(f"version: 1\ncells:\n  tick: {{command: {other}, replicas: 1}}\n")
+    assert (await runner.reconciler.apply(spec)).ok
+    second = worker_pids(body)
+    assert len(second) == 1 and not set(second) & set(first)  # new ones first, old ones gone
+    assert all(wait_gone(pid, 10) for pid in first)
+    assert (await runner.reconciler.apply(read_text("version: 1\ncells: {}\n"))).ok
+    assert worker_pids(body) == [] and wait_gone(second[0], 10)
