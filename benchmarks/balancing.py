@@ -2,8 +2,9 @@
 
 Two instances of the service ``worker`` (two bodies on one nats-server),
 one of them 10x slower (2 ms and 20 ms per request); a caller keeps 32
-requests in flight. Three cases: both fast; fast + slow with plain queue
-groups; fast + slow with ``balancing.step_out`` (cbs-spec). Prints p50 and
+requests in flight. Four cases: both fast; fast + slow with plain queue
+groups; fast + slow with ``balancing.step_out`` (cbs-spec); fast + slow with
+``balancing.strategy: p2c`` (the caller chooses by power of two choices). Prints p50 and
 p99 of each, as JSON. The first ``--warmup`` requests (default 2000, about half a second: the
 instances measure each other first) are not counted. Run:
 ``python -m benchmarks.balancing [--count N] [--warmup N]``.
@@ -48,11 +49,13 @@ def slow() -> Cell:
     return _worker(SLOW, "1.0.1")
 
 
-async def _instance(url: str, factory: str, balancing: bool, folder: Path) -> Body:
+async def _instance(url: str, factory: str, balancing: str, folder: Path) -> Body:
     path = folder / f"{factory}.yaml"
     text = f"version: 1\ncells:\n  worker: {{factory: 'benchmarks.balancing:{factory}'}}\n"
-    if balancing:
+    if balancing == "step out":
         text += "balancing: {step_out: 0.25, step_in: 0.0, max_out: 1}\n"
+    elif balancing == "p2c":
+        text += "balancing: {strategy: p2c}\n"
     path.write_text(text)
     body = Body(
         {"transport": "nats", "nats_url": url},
@@ -65,7 +68,7 @@ async def _instance(url: str, factory: str, balancing: bool, folder: Path) -> Bo
 
 
 async def case(
-    url: str, kinds: tuple[str, str], balancing: bool, count: int, warmup: int
+    url: str, kinds: tuple[str, str], balancing: str, count: int, warmup: int
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -76,8 +79,8 @@ async def case(
             for i, kind in enumerate(kinds)
         ]
         caller = Body(
-            {"transport": "nats", "nats_url": url},
-            plugins=[nats_plugin],
+            {"transport": "nats", "nats_url": url, "balancing": "p2c" * (balancing == "p2c")},
+            plugins=[nats_plugin, spec_plugin],
             autoload=False,
             environ={},
         )
@@ -127,9 +130,10 @@ async def main(count: int, warmup: int) -> list[dict[str, Any]]:
     server = NatsServer().start()
     try:
         return [
-            await case(server.url, ("fast", "fast"), False, count, warmup),
-            await case(server.url, ("fast", "slow"), False, count, warmup),
-            await case(server.url, ("fast", "slow"), True, count, warmup),
+            await case(server.url, ("fast", "fast"), "queue group", count, warmup),
+            await case(server.url, ("fast", "slow"), "queue group", count, warmup),
+            await case(server.url, ("fast", "slow"), "step out", count, warmup),
+            await case(server.url, ("fast", "slow"), "p2c", count, warmup),
         ]
     finally:
         server.stop()

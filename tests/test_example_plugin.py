@@ -27,7 +27,7 @@ DOCUMENTED_ORDER = list(
 )
 ECHO_CELL = "example_echo"
 #: Hooks that fire while Body(...) is built, before a recorder can attach.
-BUILD_HOOKS = 6
+BUILD_HOOKS = 7
 
 MakeBody = Callable[..., Body]
 

@@ -5,6 +5,7 @@ durable sends on JetStream read through the lag signal."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -189,3 +190,51 @@ async def test_a_new_policy_in_an_applied_spec_starts_its_engine(
     assert runner.engines["worker"].high == 3
     await runner.reconciler.apply(read_text("version: 1\ncells: {worker: {}}\n"))
     assert runner.engines == {}
+
+
+async def test_the_in_flight_signal_counts_every_instance_of_the_service(
+    nats_server: Any, make_body: Any, tmp_path: Any
+) -> None:
+    """The deciding body has stepped out (it handles nothing itself); the
+    other instance is saturated: the cluster's load ($SRV.STATS) scales up."""
+    from spec_cells import slow
+
+    import cbs.nats.plugin
+    import cbs.spec.plugin
+    from cbs.spec import SpecRunner
+    from cbs.testing import CellsPlugin
+
+    config = {"transport": "nats", "nats_url": nats_server.url}
+    path = tmp_path / "body.yaml"
+    path.write_text(
+        "version: 1\ncells:\n  worker: {factory: 'spec_cells:slow', replicas: {min: 1, max: 4}}\n"
+        "services:\n  worker:\n    autoscale: {in_flight: 0.2, interval: 0.2,"
+        " scale_up_window: 0, scale_down_window: 600, cooldown: 0}\n"
+    )
+    body = make_body(cbs.nats.plugin, cbs.spec.plugin, config=config)
+    scaler = RecordingScaler().capability
+    body.capabilities.provide(scaler, plugin="test")
+    runner = SpecRunner(body, path)
+    await runner.start()
+    other = make_body(cbs.nats.plugin, CellsPlugin(slow()), config=config)
+    await other.start()
+    assert await body.step_out("worker")
+    caller = make_body(cbs.nats.plugin, config=config)
+    await caller.start(serve=False)
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        while not stop.is_set():
+            await caller.request("worker", "work", {}, schema="bench/v1/Job")
+
+    clients = [asyncio.ensure_future(client()) for _ in range(16)]  # 16 = max_concurrency
+    try:
+        from jetstream_kit import eventually
+
+        await eventually(lambda: any(n > 1 for n in scaler.asked), 15, "scaled up")
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+    grew = next(d for d in runner.decisions if d.desired > 1)
+    assert grew.reason.startswith("busy ")
+    assert body.stash[cbs.spec.plugin.STATS].of("worker").in_flight == 0  # none here

@@ -55,3 +55,22 @@ def test_run_then_diff_and_apply_over_nats(
     assert refused.returncode == 2 and "cannot read" in refused.stderr
     code, _, err = body.stop()
     assert code == 0, err
+
+
+def test_run_spec_without_a_spec_server_and_a_bad_strategy_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "body.yaml"
+    path.write_text("version: 1\ncells:\n  greet: {}\n")
+    bare = run_cbs("--disable-plugin-autoload", "run", str(path), env=_env())
+    assert (bare.returncode, bare.stderr.strip().splitlines()) == (
+        2,
+        ["cbs: error: cbs run SPEC needs a deployment plugin (pip install cbs-spec)"],
+    )
+    path.write_text("version: 1\ncells:\n  greet: {}\nbalancing: {strategy: random}\n")
+    bad = run_cbs("run", str(path), env=_env())
+    assert bad.returncode == 2
+    assert "balancing.strategy" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    flag = run_cbs("run", "--balancing", "rr", "--cells", "greet", env=_env())
+    assert (flag.returncode, flag.stderr.strip().splitlines()) == (
+        2,
+        ["cbs: error: balancing: 'rr' is not one of: queue, p2c"],
+    )

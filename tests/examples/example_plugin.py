@@ -22,6 +22,7 @@ from cbs import contracts
 from cbs.contracts import BadRequest, Envelope
 from cbs.kernel import (
     Body,
+    Capability,
     Cell,
     CellFieldRegistry,
     CellRegistry,
@@ -81,6 +82,25 @@ AUDITED = EndpointOption(
 @hookimpl
 def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
     options.add(AUDITED)
+
+
+# --- end ---
+
+
+# --- docs: cbs_body_built ---
+class ExampleGreeting(Capability):
+    """What this plugin offers others: body.capabilities.get(ExampleGreeting)."""
+
+    provided_by = "the example plugin"
+
+    def greeting(self) -> str:
+        return "hello"
+
+
+@hookimpl
+def cbs_body_built(body: Body) -> None:
+    # No option is read here: the configuration is not final yet.
+    body.capabilities.provide(ExampleGreeting(), plugin="example")
 
 
 # --- end ---

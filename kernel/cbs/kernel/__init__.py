@@ -15,6 +15,8 @@ from cbs.kernel.capabilities import (
     Directory,
     DurableSender,
     Runner,
+    Scaler,
+    SpecServer,
     TransportState,
 )
 from cbs.kernel.cell import CATEGORIES, Cell
@@ -77,7 +79,9 @@ __all__ = [
     "PluginInfo",
     "Request",
     "Runner",
+    "Scaler",
     "Served",
+    "SpecServer",
     "ServerHandler",
     "ServerMiddleware",
     "Stash",

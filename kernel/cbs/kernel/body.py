@@ -113,6 +113,7 @@ class Body:
         self._stepping_out: set[asyncio.Future[None]] = set()
         self._chains: dict[tuple[str, str], tuple[ClientHandler, str]] = {}
         self._timeout = float(self.config.get("request_timeout") or 5.0)
+        call_registration(pm, "cbs_body_built", body=self)
 
     def __repr__(self) -> str:
         return f"<Body {self.state} transport={self.bus.name if self.bus else None}>"

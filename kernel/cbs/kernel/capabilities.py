@@ -15,8 +15,9 @@ for the general kind (:class:`Directory`) or a specific one.
 The kinds every body may have are defined here: :class:`TransportState`
 (what any transport tells about its connection), :class:`Directory` (who
 serves what on a shared bus), :class:`DurableSender` (what
-``Body.send`` hands requests to) and :class:`Runner` (what serves
-``cbs run`` instead of this process).
+``Body.send`` hands requests to), :class:`Runner` (what serves
+``cbs run`` instead of this process), :class:`SpecServer` (what serves
+``cbs run SPEC``) and :class:`Scaler` (worker processes of a service).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ __all__ = [
     "Directory",
     "DurableSender",
     "Runner",
+    "Scaler",
+    "SpecServer",
 ]
 
 C = TypeVar("C", bound="Capability")
@@ -128,6 +131,49 @@ class Runner(Capability):
     async def run(self, body: Body, args: argparse.Namespace) -> int:
         """Serve the cells ``cbs run`` was given (``args.cells``, ``None``: all;
         ``args`` is its parsed command line) until SIGINT/SIGTERM; the exit code."""
+        raise NotImplementedError
+
+
+class SpecServer(Capability):
+    """Serves ``cbs run SPEC``: a body described in a file (a deployment
+    plugin: cbs-spec), started and kept in line with the file."""
+
+    provided_by = "a deployment plugin (cbs-spec)"
+
+    async def serve(self, body: Body, path: str) -> int:
+        """Serve the spec at ``path`` on ``body`` until SIGINT/SIGTERM; the
+        exit code. A bad spec raises an error of one line."""
+        raise NotImplementedError
+
+
+class Scaler(Capability):
+    """Runs worker processes of a service (or of a sidecar command) beside
+    this body: a process pool (cbs-pool) offers it, a deployment plugin
+    (cbs-spec: ``replicas``, autoscaling) uses it.
+
+    Contract: ``scale`` returns once ``n`` instances serve ``service``,
+    this body's own instance included when it serves the service (so ``n``
+    = 3 is the body and two workers): new ones subscribed, removed ones
+    drained, no request may fail because of a scale. It is idempotent (the
+    same ``n`` twice changes nothing) and may be called concurrently for
+    different services. ``replicas`` is the number serving now. A pool
+    that cannot reach ``n`` raises :class:`~cbs.kernel.ConfigError` with
+    one line.
+    """
+
+    provided_by = "a process pool (cbs-pool)"
+
+    async def scale(self, service: str, n: int) -> int:
+        """Make ``n`` instances serve ``service``; return how many do."""
+        raise NotImplementedError
+
+    def replicas(self, service: str) -> int:
+        """How many instances serve ``service`` now (this body's included)."""
+        raise NotImplementedError
+
+    async def scale_sidecar(self, name: str, command: Sequence[str], n: int) -> int:
+        """Run ``n`` processes of ``command`` under ``name`` (0 stops them);
+        a changed ``command`` replaces them (new ones first)."""
         raise NotImplementedError
 
 

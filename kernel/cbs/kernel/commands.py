@@ -5,7 +5,6 @@ others (the greeter plugin adds ``demo``)."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import sys
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cbs.contracts import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES
 from cbs.kernel.arguments import PAYLOAD_HELP, parse_target, read_payload
-from cbs.kernel.capabilities import Directory, Runner
+from cbs.kernel.capabilities import Directory, Runner, SpecServer
 from cbs.kernel.config import number
 from cbs.kernel.errors import UsageError
 from cbs.kernel.plugins import hookimpl
@@ -91,14 +90,14 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
 
 async def _run(body: Body, args: argparse.Namespace) -> int:
     if getattr(args, "spec", None):
-        # A spec is served by the command that a deployment plugin registers as `spec`.
-        spec_command = body.commands.get("spec")
-        if spec_command is None:
+        # A spec is served by the SpecServer a deployment plugin offers when
+        # the body is built (the spec's settings are not in the configuration yet).
+        server = body.capabilities.get(SpecServer)
+        if server is None:
             raise UsageError("cbs run SPEC needs a deployment plugin (pip install cbs-spec)")
         if args.cells:
             raise UsageError("cbs run SPEC takes its cells from the spec, not --cells")
-        result = spec_command.item.run(body, args)
-        return int(await result if inspect.isawaitable(result) else result or 0)
+        return await server.serve(body, args.spec)
     _ = body.cells  # the configuration is final: plugins may offer a Runner now
     runner = body.capabilities.get(Runner)
     if runner is not None:

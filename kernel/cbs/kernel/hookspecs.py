@@ -10,7 +10,7 @@ Firing order for a body that serves cells (``cbs run``)::
     Body(...)                  cbs_addhooks (once, as plugins load)
                                cbs_add_options, cbs_add_commands,
                                cbs_register_transports, cbs_add_cell_fields,
-                               cbs_add_endpoint_options
+                               cbs_add_endpoint_options, cbs_body_built
     first start or listing     cbs_configured          (once: settings checked)
                                cbs_register_cells, cbs_register_middleware
     body.start()               cbs_body_starting
@@ -115,6 +115,18 @@ def cbs_add_endpoint_options(options: EndpointOptionRegistry) -> None:
     the plugin reads ``OPTION.of(endpoint)``. When a cell is added, an option
     of the wrong type is a ``PluginError``; one no plugin declares is ignored
     (logged at DEBUG: the plugin that reads it may not be installed).
+    Returns nothing. Plain function only.
+    """
+
+
+@hookspec
+def cbs_body_built(body: Body) -> None:
+    """The body is built; its configuration is not final yet.
+
+    Called once per body, at the end of ``Body(...)``, before the command
+    line is parsed. Offer here the capabilities that depend on no option
+    (``body.capabilities.provide(...)``): those a command looks for before
+    the settings are final, such as a :class:`~cbs.kernel.SpecServer`.
     Returns nothing. Plain function only.
     """
 

@@ -169,7 +169,14 @@ def compose(factories: Sequence[Callable[[Any, Any], Any]], target: Any, inner: 
 
 def client_chain(bus: Bus, target: Target, factories: Sequence[ClientMiddleware]) -> ClientHandler:
     """The composed client path for one target."""
-    subject = target.subject
+    handler: ClientHandler = compose(factories, target, request_sender(bus, target.subject))
+    return handler
+
+
+def request_sender(bus: Bus, subject: str) -> ClientHandler:
+    """The innermost step of a client path: encode, ``bus.request`` on
+    ``subject``, decode the reply (an error reply raises its ``CbsError``;
+    nobody serving the subject raises ``NoResponders``)."""
     bus_request = bus.request
     encode = codec.encode
     decode_reply = codec.decode_reply
@@ -191,8 +198,7 @@ def client_chain(bus: Bus, target: Target, factories: Sequence[ClientMiddleware]
             raise CbsError.from_wire(reply.error)
         return reply
 
-    handler: ClientHandler = compose(factories, target, send)
-    return handler
+    return send
 
 
 def _salvage(data: bytes, service: str, verb: str, schema: str) -> Envelope | None:

@@ -24,6 +24,10 @@ hands it to :meth:`Bus.serve`. This module is public for transport authors
   refused at once with an ``Unavailable`` reply that carries
   ``details.retry_after``; refusals are counted and logged (one WARNING line
   per second and subject at most).
+* :func:`request_sender` -- the innermost step of a client path on one
+  subject (encode, ``bus.request``, decode, error replies raised): what a
+  client middleware uses to send somewhere else than the target's subject
+  (cbs-spec's power-of-two-choices balancer sends to instance subjects).
 * :func:`error_reply` -- the encoded error reply to raw request bytes that
   were not handled (refused, expired, cut off), addressed to the request's id
   when it has a usable one; :func:`expired` -- whether a request's
@@ -58,10 +62,12 @@ from cbs.kernel.middleware import (
     ServerMiddleware,
     _salvage,
     deadline_left,
+    request_sender,
     server_path,
 )
 
 __all__ = [
+    "request_sender",
     "start_eagerly",
     "drive",
     "endpoint_handler",

@@ -197,7 +197,8 @@ def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[
     ``cbs cells --json`` plus ``language`` (metadata ``cbs.language``),
     ``instances``, ``requests`` and ``errors`` (totals), ``clusters`` (the NATS
     clusters the instances are on, comma-separated) and ``per_instance``
-    counts, server and cluster."""
+    counts (``requests``, ``errors``, ``processing_ns``: the total handler
+    time), server and cluster."""
     cells: dict[str, dict[str, Any]] = {}
     for info in infos:
         if info.get("type") != INFO:
@@ -254,8 +255,9 @@ def summarize(infos: list[dict[str, Any]], stats: list[dict[str, Any]]) -> list[
         entry = found
         requests = sum(e.get("num_requests", 0) for e in stat.get("endpoints", []))
         errors = sum(e.get("num_errors", 0) for e in stat.get("endpoints", []))
+        busy_ns = sum(e.get("processing_time", 0) for e in stat.get("endpoints", []))
         entry["requests"] += requests
         entry["errors"] += errors
-        counts = {"requests": requests, "errors": errors}
+        counts = {"requests": requests, "errors": errors, "processing_ns": busy_ns}
         entry["per_instance"].setdefault(stat["id"], {}).update(counts)
     return sorted(cells.values(), key=lambda c: c["id"])

@@ -29,9 +29,11 @@ from cbs.kernel import (
 
 if TYPE_CHECKING:
     from cbs.pool.heartbeat import Heartbeat
+    from cbs.pool.scaler import PoolScaler
     from cbs.pool.specs import SidecarSpec
 
 HEARTBEAT: StashKey[Heartbeat] = StashKey()
+SCALER: StashKey[PoolScaler] = StashKey()
 
 
 def _default_pool_id() -> str:
@@ -104,9 +106,6 @@ def cbs_configured(config: Config, body: Body) -> None:
     pool_id = config["pool_id"] or _default_pool_id()
     if re.fullmatch(r"[A-Za-z0-9_-]+", pool_id) is None:
         raise ConfigError("pool_id: letters, digits, '_' and '-' only (one subject token)")
-    if not (config["workers"] or replicas or sidecars):
-        return
-    from cbs.pool.runner import PoolRunner
     from cbs.pool.supervisor import Settings
 
     every = float(config["pool_heartbeat"])
@@ -123,6 +122,16 @@ def cbs_configured(config: Config, body: Body) -> None:
         if not sep or option is None or option.plugin == "pool":
             raise ConfigError(f"pool_worker_set: {part!r} is not NAME=VALUE of a loaded option")
         overrides[name.strip()] = value.strip()
+    if not (config["workers"] or replicas or sidecars):
+        if _heartbeat(body) is None:  # not itself a worker: worker processes beside it
+            from cbs.pool.scaler import PoolScaler
+
+            scaler = PoolScaler(body, settings, pool_id, overrides)
+            body.stash[SCALER] = scaler
+            body.capabilities.provide(scaler, plugin="pool")
+        return
+    from cbs.pool.runner import PoolRunner
+
     runner = PoolRunner(
         settings,
         worker_set=overrides,
@@ -170,10 +179,13 @@ def cbs_body_started(body: Body) -> None:
 
 
 @hookimpl
-def cbs_body_stopping(body: Body) -> None:
+async def cbs_body_stopping(body: Body) -> None:
     beat = body.stash.get(HEARTBEAT, None)
     if beat is not None:
         beat.draining()
+    scaler = body.stash.get(SCALER, None)
+    if scaler is not None:
+        await scaler.close()  # the workers drain while this body still serves
 
 
 @hookimpl

@@ -152,6 +152,17 @@ class Supervisor(PoolStats):
 
     # -- control ----------------------------------------------------------------------
 
+    def add(self, group: Group) -> None:
+        """Supervise one more group (started at the next tick)."""
+        self._groups.append(group)
+
+    def remove(self, group: Group) -> None:
+        """Stop supervising a group whose workers are all gone."""
+        self._groups.remove(group)
+
+    def named(self, name: str) -> Group | None:
+        return next((g for g in reversed(self._groups) if g.name == name), None)
+
     def find(self, service: str) -> Group | None:
         """The group serving ``service`` (or named so: a sidecar's id)."""
         for group in self._groups:

@@ -55,6 +55,7 @@ __all__ = [
     "start_autoscaling",
     "metrics_text",
     "export_metrics",
+    "ClusterLoad",
 ]
 
 log = logging.getLogger("cbs.spec.autoscale")
@@ -170,7 +171,58 @@ async def _signals(runner: SpecRunner, service: str) -> Signals:
     stats = body.stash[STATS].of(service) if STATS in body.stash else None
     if stats is None:
         return Signals(pending=pending)
-    return Signals(pending=pending, busy=stats.busy, p95_ms=stats.p95_ms())
+    busy = stats.busy
+    cluster = await runner.cluster.busy(body, service, stats.capacity)
+    if cluster is not None:
+        busy = cluster
+    return Signals(pending=pending, busy=busy, p95_ms=stats.p95_ms())
+
+
+class ClusterLoad:
+    """The in-flight load of every instance of a service, from ``$SRV.STATS``
+    through the kernel's :class:`~cbs.kernel.Directory`: between two
+    evaluations, the handler time an instance added (``processing_ns``) over
+    the time passed is its mean number of requests in flight (Little's law).
+    Summed over the instances seen both times and divided by their
+    ``max_concurrency``, it is the service's busy fraction; ``None`` (this
+    body's own count is used) without a Directory, at the first evaluation,
+    or with fewer than two instances."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        #: Service -> (when, instance id -> total handler ns).
+        self.samples: dict[str, tuple[float, dict[str, int]]] = {}
+
+    async def busy(self, body: Any, service: str, capacity: int) -> float | None:
+        from cbs.kernel import Directory
+
+        directory = body.capabilities.get(Directory)
+        if directory is None:
+            return None
+        try:
+            rows = await directory.list_cells()
+        except Exception as exc:
+            log.debug("autoscale %s: no directory: %s", service, exc)
+            return None
+        now = self.clock()
+        totals: dict[str, int] = {}
+        for row in rows:
+            if row.get("service") != service:
+                continue
+            for instance, counts in (row.get("per_instance") or {}).items():
+                ns = counts.get("processing_ns") if isinstance(counts, dict) else None
+                if isinstance(ns, int):
+                    totals[instance] = totals.get(instance, 0) + ns
+        before = self.samples.get(service)
+        self.samples[service] = (now, totals)
+        if before is None or now <= before[0]:
+            return None
+        then, previous = before
+        both = [i for i in totals if i in previous and totals[i] >= previous[i]]
+        if len(both) < 2:
+            return None
+        in_flight = sum(totals[i] - previous[i] for i in both) / 1e9 / (now - then)
+        return in_flight / (len(both) * max(capacity, 1))
 
 
 async def _loop(runner: SpecRunner, engine: Engine) -> None:

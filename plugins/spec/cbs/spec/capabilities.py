@@ -1,8 +1,8 @@
 """What this plugin needs from others, as typed capabilities.
 
-:class:`Scaler` is the contract a process pool (cbs-pool) provides so that
-the spec's ``replicas`` and its autoscaling policies reach real processes: a
-body offers one with ``body.capabilities.provide(MyScaler())``. Without it a
+:class:`~cbs.kernel.Scaler` (defined in the kernel, so that a process pool
+provides it without knowing this plugin; re-exported here) makes the spec's
+``replicas`` and its autoscaling policies reach real processes. Without it a
 body serves one instance of each cell and logs that replicas need cbs-pool
 (several instances of a cell in one process would share its one core), and
 runs sidecars as its own child processes.
@@ -15,38 +15,9 @@ persistence plugin may offer its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from cbs.kernel import Capability
+from cbs.kernel import Capability, Scaler
 
 __all__ = ["Scaler", "QueueDepth"]
-
-
-class Scaler(Capability):
-    """Runs ``n`` instances of a service (or of a sidecar command).
-
-    Contract: ``scale`` returns once the pool has started or stopped
-    instances so that ``n`` serve (new instances subscribed, removed ones
-    drained: no request may fail because of a scale); it is idempotent (the
-    same ``n`` twice changes nothing) and may be called concurrently for
-    different services. ``replicas`` is the number running now. A pool that
-    cannot reach ``n`` raises ``cbs.kernel.ConfigError`` with one line.
-    """
-
-    provided_by = "a process pool (cbs-pool)"
-
-    async def scale(self, service: str, n: int) -> int:
-        """Make ``n`` instances of ``service`` serve; return how many do."""
-        raise NotImplementedError
-
-    def replicas(self, service: str) -> int:
-        """How many instances of ``service`` serve now."""
-        raise NotImplementedError
-
-    async def scale_sidecar(self, name: str, command: Sequence[str], n: int) -> int:
-        """Run ``n`` processes of ``command`` under ``name`` (0 stops them);
-        a changed ``command`` replaces them (new ones first)."""
-        raise NotImplementedError
 
 
 class QueueDepth(Capability):

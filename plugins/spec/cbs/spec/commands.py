@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cbs.kernel import UsageError
+from cbs.kernel import SpecServer, UsageError
 
 if TYPE_CHECKING:
     from cbs.kernel import Body
@@ -38,10 +38,23 @@ def configure_apply(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the answers as JSON")
 
 
+class FileSpecServer(SpecServer):
+    """``cbs run SPEC``: serve a spec file and reconcile every change of it."""
+
+    provided_by = "cbs-spec"
+
+    async def serve(self, body: Body, path: str) -> int:
+        return await _serve(body, path)
+
+
 async def run_spec(body: Body, args: argparse.Namespace) -> int:
+    return await _serve(body, args.spec)
+
+
+async def _serve(body: Body, path: str) -> int:
     from cbs.spec.runner import SpecRunner
 
-    runner = SpecRunner(body, args.spec)
+    runner = SpecRunner(body, path)
     await runner.start()
     bus = body.bus
     assert bus is not None
@@ -50,7 +63,7 @@ async def run_spec(body: Body, args: argparse.Namespace) -> int:
         ids = ", ".join(c.id for c in body.served_cells) or "none"
         log.info(
             "serving spec %s (body %s): cells %s on the %s transport; watching for changes",
-            args.spec,
+            path,
             runner.spec.body_id,
             ids,
             bus.name,

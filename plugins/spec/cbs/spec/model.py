@@ -71,6 +71,8 @@ class Autoscale:
 @attrs.frozen
 class Balancing:
     step_out: float | None = None
+    #: ``p2c``: callers choose the instance (the option ``balancing``); ``queue``: the group.
+    strategy: str = "queue"
     step_in: float | None = None
     max_out: float = 1.0
 
@@ -131,6 +133,9 @@ def _settings(data: Mapping[str, Any]) -> dict[str, Any]:
                 breaker[f"{service}.{verb}"] = dict(verb_policy["resilience"])
             if verb_policy.get("durable"):
                 durable.append(f"{service}.{verb}")
+    strategy = (data.get("balancing") or {}).get("strategy")
+    if strategy is not None:
+        settings["balancing"] = strategy
     if breaker:
         settings["breaker_config"] = json.dumps(breaker, sort_keys=True)
     if durable:

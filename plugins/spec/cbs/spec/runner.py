@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cbs.contracts import Bus
 from cbs.kernel import Body, StashKey, TransportState
-from cbs.spec.autoscale import Decision, Engine
+from cbs.spec.autoscale import ClusterLoad, Decision, Engine
 from cbs.spec.balance import Balancer
 from cbs.spec.loader import SpecError
 from cbs.spec.model import BodySpec, read
@@ -55,6 +55,8 @@ class SpecRunner:
         self._responder: object | None = None
         #: Autoscaling: one engine per service with a policy, and the decisions made.
         self.engines: dict[str, Engine] = {}
+        #: The in-flight load of all instances of a service ($SRV.STATS).
+        self.cluster = ClusterLoad()
         self.decisions: list[Decision] = []
         self.balancer: Balancer | None = None
         self._unexport: Callable[[], None] | None = None
