@@ -255,6 +255,9 @@ NOT_AT_START_UP = [
     "nats.aio.client",
     "opentelemetry.sdk",
     "prometheus_client",
+    "yaml",
+    "cbs.spec.runner",
+    "cbs.pool.control",
 ]
 
 

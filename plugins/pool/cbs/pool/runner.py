@@ -20,14 +20,11 @@ from cbs.contracts import Cell
 from cbs.kernel import Body, Runner, UsageError
 from cbs.pool.control import Control
 from cbs.pool.specs import SidecarSpec
-from cbs.pool.supervisor import Group, Settings, Supervisor
+from cbs.pool.supervisor import WORKER_ENV, Group, Settings, Supervisor
 
 __all__ = ["PoolRunner", "worker_command"]
 
 log = logging.getLogger("cbs.pool")
-
-#: What a worker's environment says so that it serves instead of supervising.
-WORKER_ENV = {"CBS_WORKERS": "0", "CBS_REPLICAS": "", "CBS_POOL_FILE": ""}
 
 
 def worker_command(

@@ -22,11 +22,13 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from cbs.kernel import Body, ConfigError, Scaler
-from cbs.pool.control import Control
-from cbs.pool.runner import WORKER_ENV
-from cbs.pool.supervisor import Group, Settings, Supervisor
+from cbs.pool.supervisor import WORKER_ENV, Group, Settings, Supervisor
+
+if TYPE_CHECKING:
+    from cbs.pool.control import Control
 
 __all__ = ["PoolScaler"]
 
@@ -67,6 +69,8 @@ class PoolScaler(Scaler):
             return supervisor
         conn = self.body.capabilities.get(NatsConnection)
         if conn is not None:
+            from cbs.pool.control import Control  # nats-py: only once a pool runs
+
             self._control = Control(conn.client, supervisor)
             await self._control.start()
         return supervisor

@@ -25,7 +25,10 @@ import orjson
 
 from cbs.pool.stats import GroupStats, PoolStats
 
-__all__ = ["Group", "Settings", "Supervisor", "Worker"]
+__all__ = ["WORKER_ENV", "Group", "Settings", "Supervisor", "Worker"]
+
+#: What a worker's environment says so that it serves instead of supervising.
+WORKER_ENV = {"CBS_WORKERS": "0", "CBS_REPLICAS": "", "CBS_POOL_FILE": ""}
 
 log = logging.getLogger("cbs.pool")
 

@@ -21,9 +21,12 @@ from cbs.spec.signals import PLACEMENT, Stats
 
 if TYPE_CHECKING:
     from cbs.spec.p2c import P2C
+    from cbs.spec.runner import SpecRunner
 
 #: Per-service in-flight and latency of this body.
 STATS: StashKey[Stats] = StashKey()
+#: The runner of the spec this body serves (absent: it serves none).
+RUNNER: StashKey[SpecRunner] = StashKey()
 #: Caller-side balancing (option ``balancing = p2c``).
 BALANCER: StashKey[P2C] = StashKey()
 STRATEGIES = ("queue", "p2c")
@@ -61,8 +64,6 @@ def cbs_body_built(body: Body) -> None:
 
 @hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
-    from cbs.spec.runner import RUNNER
-
     p2c = body.stash.get(BALANCER, None)
     if p2c is not None:  # innermost: once per attempt, no hook per message
         middleware.add_client("p2c", p2c.middleware, phase="transport", order=100)
@@ -99,8 +100,6 @@ async def cbs_body_stopping(body: Body) -> None:
     p2c = body.stash.get(BALANCER, None)
     if p2c is not None:
         await p2c.stop()
-    from cbs.spec.runner import RUNNER
-
     runner = body.stash.get(RUNNER, None)
     if runner is not None:
         await runner.stop()

@@ -17,19 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cbs.contracts import Bus
-from cbs.kernel import Body, StashKey, TransportState
+from cbs.kernel import Body, TransportState
 from cbs.spec.autoscale import ClusterLoad, Decision, Engine
 from cbs.spec.balance import Balancer
 from cbs.spec.loader import SpecError
 from cbs.spec.model import BodySpec, read
+from cbs.spec.plugin import RUNNER  # the key is the hooks': they read it in every body
 from cbs.spec.reconcile import Reconciler, Report
 
 __all__ = ["SpecRunner", "RUNNER"]
 
 log = logging.getLogger("cbs.spec")
-
-#: The runner of a body serving a spec (so that tests and plugins find it).
-RUNNER: StashKey[SpecRunner] = StashKey()
 
 
 def _summary(report: Report) -> str:
