@@ -28,6 +28,9 @@ hands it to :meth:`Bus.serve`. This module is public for transport authors
   subject (encode, ``bus.request``, decode, error replies raised): what a
   client middleware uses to send somewhere else than the target's subject
   (cbs-spec's power-of-two-choices balancer sends to instance subjects).
+* :func:`gather_replies` -- publish a control message to every body that
+  listens on a subject and collect their JSON answers, sent to a
+  ``reply_to`` inbox (the chaos, spec and breaker control subjects).
 * :func:`error_reply` -- the encoded error reply to raw request bytes that
   were not handled (refused, expired, cut off), addressed to the request's id
   when it has a usable one; :func:`expired` -- whether a request's
@@ -40,17 +43,22 @@ import asyncio
 import contextvars
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Generic, TypeVar
+
+import orjson
 
 from cbs.contracts import (
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PENDING_BYTES,
     ERROR_SCHEMA,
     BadRequest,
+    Bus,
     CbsError,
     Envelope,
+    Outcome,
     RawHandler,
     Unavailable,
     codec,
@@ -67,6 +75,7 @@ from cbs.kernel.middleware import (
 )
 
 __all__ = [
+    "gather_replies",
     "request_sender",
     "start_eagerly",
     "drive",
@@ -300,3 +309,56 @@ class Intake(Generic[Item]):
         )
         self._unreported = 0
         self._reported_at = now
+
+
+_NOTHING = Outcome(b"")
+
+
+async def gather_replies(
+    bus: Bus,
+    subject: str,
+    message: Mapping[str, Any],
+    *,
+    inbox_prefix: str,
+    accept: Callable[[dict[str, Any]], bool],
+    expect: int = 0,
+    wait: float = 10.0,
+    quiet: float = 0.5,
+) -> list[dict[str, Any]]:
+    """Publish ``message`` on ``subject`` with ``"reply_to"`` set to a new
+    inbox under ``inbox_prefix``, and collect the JSON objects sent there that
+    ``accept`` takes (anything else is dropped): until ``expect`` arrived;
+    without ``expect``, until none came for ``quiet`` seconds after the last;
+    in any case for ``wait`` seconds at most. Bodies answer a control subject
+    each on their own, so a scatter and gather, not a request."""
+    inbox = f"{inbox_prefix}{uuid.uuid4().hex}"
+    replies: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    async def collect(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
+        try:
+            reply = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return _NOTHING
+        if isinstance(reply, dict) and accept(reply):
+            replies.append(reply)
+            arrived.set()
+        return _NOTHING
+
+    sub = await bus.serve(inbox, inbox, collect, max_concurrency=16)
+    try:
+        await bus.publish(subject, orjson.dumps({**message, "reply_to": inbox}))
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            if expect and len(replies) >= expect:
+                break
+            arrived.clear()
+            try:
+                limit = min(left, quiet) if replies and not expect else left
+                await asyncio.wait_for(arrived.wait(), limit)
+            except TimeoutError:
+                if replies and not expect:
+                    break
+    finally:
+        await sub.stop()
+    return replies

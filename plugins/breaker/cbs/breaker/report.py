@@ -16,7 +16,6 @@ any shared transport.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -27,6 +26,7 @@ import orjson
 
 from cbs.breaker.circuit import OPEN, STATES, BreakerSettings, CircuitBreaker
 from cbs.contracts import Bus, Outcome, Subscription
+from cbs.kernel.transport import gather_replies
 
 if TYPE_CHECKING:
     from cbs.kernel import Body
@@ -134,34 +134,15 @@ async def gather(bus: Bus, *, wait: float = 0.5, quiet: float = 0.15) -> list[di
     """Ask every body on ``bus`` for its breakers' states. Replies are taken
     for ``wait`` seconds at most, and no longer than ``quiet`` seconds after
     the last one."""
-    inbox = f"{_REPLY_PREFIX}{uuid.uuid4().hex}"
-    replies: list[dict[str, Any]] = []
-    arrived = asyncio.Event()
-
-    async def collect(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
-        try:
-            reply = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return _NOTHING
-        if isinstance(reply, dict) and isinstance(reply.get("breakers"), list):
-            replies.append(reply)
-            arrived.set()
-        return _NOTHING
-
-    sub = await bus.serve(inbox, inbox, collect, max_concurrency=16)
-    try:
-        await bus.publish(QUERY_SUBJECT, orjson.dumps({"reply_to": inbox}))
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            arrived.clear()
-            try:
-                await asyncio.wait_for(arrived.wait(), min(left, quiet) if replies else left)
-            except TimeoutError:
-                if replies:
-                    break
-    finally:
-        await sub.stop()
-    return replies
+    return await gather_replies(
+        bus,
+        QUERY_SUBJECT,
+        {},
+        inbox_prefix=_REPLY_PREFIX,
+        accept=lambda reply: isinstance(reply.get("breakers"), list),
+        wait=wait,
+        quiet=quiet,
+    )
 
 
 def summarize(

@@ -20,10 +20,8 @@ line>"``. Only the generic ``Bus`` operations are used (serve, publish).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -34,6 +32,7 @@ from cbs.chaos.layers import ChaosState, describe
 from cbs.chaos.rules import parse_rules
 from cbs.contracts import Bus, Outcome, Subscription
 from cbs.kernel import ConfigError
+from cbs.kernel.transport import gather_replies
 
 __all__ = ["PREFIX", "ALL", "CONTROL_SUBJECT", "REPLY_PREFIX", "Responder", "send"]
 
@@ -128,37 +127,19 @@ async def send(
     their replies: for ``wait`` seconds at most, and no longer than ``quiet``
     seconds after the last one, or until ``expect`` bodies answered. Replies
     from ``exclude`` instances are left out."""
-    inbox = f"{REPLY_PREFIX}{uuid.uuid4().hex}"
-    replies: list[dict[str, Any]] = []
-    arrived = asyncio.Event()
     want = 1 if instance else expect
 
-    async def collect(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
-        try:
-            reply = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return _NOTHING
-        ident = reply.get("instance") if isinstance(reply, dict) else None
-        if isinstance(ident, str) and ident not in exclude:
-            replies.append(reply)
-            arrived.set()
-        return _NOTHING
+    def accept(reply: dict[str, Any]) -> bool:
+        ident = reply.get("instance")
+        return isinstance(ident, str) and ident not in exclude
 
-    sub = await bus.serve(inbox, inbox, collect, max_concurrency=16)
-    try:
-        subject = PREFIX + instance if instance else ALL
-        await bus.publish(subject, orjson.dumps({**message, "reply_to": inbox}))
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            if want and len(replies) >= want:
-                break
-            arrived.clear()
-            try:
-                limit = min(left, quiet) if replies and not want else left
-                await asyncio.wait_for(arrived.wait(), limit)
-            except TimeoutError:
-                if replies and not want:
-                    break
-    finally:
-        await sub.stop()
-    return replies
+    return await gather_replies(
+        bus,
+        PREFIX + instance if instance else ALL,
+        message,
+        inbox_prefix=REPLY_PREFIX,
+        accept=accept,
+        expect=want,
+        wait=wait,
+        quiet=quiet,
+    )

@@ -23,10 +23,8 @@ identity may publish there (docs/security.md).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +32,7 @@ from typing import Any
 import orjson
 
 from cbs.contracts import Bus, Outcome, Subscription
+from cbs.kernel.transport import gather_replies
 from cbs.spec.loader import SpecError
 from cbs.spec.model import read_text
 from cbs.spec.reconcile import Reconciler
@@ -133,35 +132,13 @@ async def send(
     """Send a spec to ``$CBS.SPEC.<body_id>.<op>`` and gather the answers:
     until ``expect`` arrived, else until none came for ``quiet`` seconds
     after the first, at most ``wait`` seconds."""
-    inbox = REPLY_PREFIX + uuid.uuid4().hex
-    replies: list[dict[str, Any]] = []
-    arrived = asyncio.Event()
-
-    async def collect(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
-        try:
-            reply = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return _NOTHING
-        if isinstance(reply, dict) and isinstance(reply.get("instance"), str):
-            replies.append(reply)
-            arrived.set()
-        return _NOTHING
-
-    sub = await bus.serve(inbox, inbox, collect, max_concurrency=16)
-    try:
-        message = {"spec": text, "name": name, "reply_to": inbox}
-        await bus.publish(subject_for(body_id, op), orjson.dumps(message))
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            if expect and len(replies) >= expect:
-                break
-            arrived.clear()
-            try:
-                limit = min(left, quiet) if replies and not expect else left
-                await asyncio.wait_for(arrived.wait(), limit)
-            except TimeoutError:
-                if replies and not expect:
-                    break
-    finally:
-        await sub.stop()
-    return replies
+    return await gather_replies(
+        bus,
+        subject_for(body_id, op),
+        {"spec": text, "name": name},
+        inbox_prefix=REPLY_PREFIX,
+        accept=lambda reply: isinstance(reply.get("instance"), str),
+        expect=expect,
+        wait=wait,
+        quiet=quiet,
+    )
