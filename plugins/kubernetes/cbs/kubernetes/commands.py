@@ -16,7 +16,10 @@ def configure_deploy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("render",), help="render: write the manifests")
     parser.add_argument("spec", metavar="SPEC", help="the body spec, e.g. body.yaml")
     parser.add_argument(
-        "-o", "--output", metavar="DIR", help="write one file per template into DIR (default: stdout)"
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="write one file per template into DIR (default: stdout)",
     )
     parser.add_argument(
         "-f",
@@ -80,18 +83,23 @@ def manifests(args: argparse.Namespace) -> dict[str, str]:
     return render(values, name=name, namespace=args.namespace, chart=args.chart)
 
 
-async def run_deploy(body: Body, args: argparse.Namespace) -> int:
-    rendered = manifests(args)
-    if args.output is None:
+def write(rendered: dict[str, str], output: str | None) -> None:
+    """To stdout as one YAML stream, or one file per template into ``output``."""
+    if output is None:
         for path, text in rendered.items():
             print(f"---\n# Source: {path}\n{text}", end="")
-        return 0
-    out = Path(args.output)
+        return
+    out = Path(output)
     try:
         out.mkdir(parents=True, exist_ok=True)
         for path, text in rendered.items():
             (out / Path(path).name).write_text(text, "utf-8")
     except OSError as exc:
-        raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
+        raise UsageError(f"{output}: cannot write: {exc.strerror}") from None
     print(f"{len(rendered)} manifest(s) in {out}")
+
+
+async def run_deploy(body: Body, args: argparse.Namespace) -> int:
+    # Runs no body: a Helm engine renders the chart, in this process or the helm binary.
+    write(manifests(args), args.output)
     return 0
