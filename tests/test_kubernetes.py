@@ -12,6 +12,9 @@ import os
 import re
 import shutil
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,12 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
+from cbs_process import CbsProcess, processes, run_cbs
+from markdown_blocks import file_blocks
 
 from cbs.kubernetes import render, values_for
+from cbs.nats.server import free_port
 from cbs.spec import read_text
-from tests.cbs_process import run_cbs
-from tests.markdown_blocks import file_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "cbs"
@@ -375,6 +379,65 @@ def test_a_bad_spec_is_refused_with_its_line(tmp_path: Path) -> None:
 def test_render_in_process_matches_the_chart() -> None:
     values = example_values()
     assert render(values, name="shop", namespace="shop") == chart(values)
+
+
+def get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_pod_command_serves_the_probes_and_drains_on_sigterm(
+    tmp_path: Path, nats_server: Any, processes: list[CbsProcess]
+) -> None:
+    """The container of the worked example, run as a process: its args and env
+    (the in-cluster addresses swapped for 127.0.0.1) on a real nats-server
+    with JetStream; the probes' paths answer 200 on the port, and SIGTERM ends
+    the body well within the pod's grace period."""
+    kinds = by_kind(objects(chart(example_values())))
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    spec_file = tmp_path / "body.yaml"
+    spec_file.write_text(kinds["ConfigMap"]["data"]["body.yaml"])
+    port = free_port()
+    pod_env = env()
+    for var in container["env"]:
+        pod_env[var["name"]] = var.get("value") or "shop-7d4b9-x2x9q"  # fieldRef: the pod name
+    del pod_env["NATS_CREDS"]  # no accounts on the test server
+    pod_env |= {
+        "NATS_URL": nats_server.url,
+        "CBS_METRICS_HOST": "127.0.0.1",
+        "CBS_METRICS_PORT": str(port),
+    }
+    args = [a.replace("/etc/cbs/body.yaml", str(spec_file)) for a in container["args"]]
+    body = CbsProcess(*args, env=pod_env)
+    processes.append(body)
+    probe = container["readinessProbe"]["httpGet"]["path"]
+    deadline = time.monotonic() + 30
+    status, report = 0, {}
+    while time.monotonic() < deadline and body.popen.poll() is None:
+        try:
+            status, report = get(f"http://127.0.0.1:{port}{probe}")
+        except OSError:
+            status = 0
+        # Ready comes a moment before the spec's cells are added (docs/kubernetes.md)
+        if status == 200 and report["cells"]:
+            break
+        time.sleep(0.1)
+    assert status == 200, (report, body.stop())
+    assert report["cells"] == {"greet": "registered"} and report["bus"]["transport"] == "nats"
+    alive_path = container["livenessProbe"]["httpGet"]["path"]
+    assert get(f"http://127.0.0.1:{port}{alive_path}") == (200, {"alive": True})
+    # SIGTERM drains once the handlers are in place, which is logged; a SIGTERM
+    # in the moment between ready and that line kills the body (docs/kubernetes.md)
+    body.wait_for(r"serving spec .* watching for changes")
+    started = time.monotonic()
+    code, _, stderr = body.stop()
+    assert code == 0, stderr
+    assert time.monotonic() - started < pod["terminationGracePeriodSeconds"]
+    assert "signal received: draining" in stderr
 
 
 # Kustomize
