@@ -29,6 +29,8 @@ from cbs.kubernetes import render, values_for
 from cbs.nats.server import free_port
 from cbs.spec import read_text
 
+__all__ = ["processes"]  # the fixture
+
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "cbs"
 KUSTOMIZE = ROOT / "deploy" / "kustomize"
