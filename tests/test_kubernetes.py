@@ -47,12 +47,17 @@ def env() -> dict[str, str]:
 
 
 def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    """The objects of a render, each validated (every test validates what it renders)."""
     docs = [d for text in rendered.values() for d in yaml.safe_load_all(text)]
-    return [d for d in docs if d]
+    objs = [d for d in docs if d]
+    validate_all(objs)
+    return objs
 
 
 def stream_objects(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if d]
+    objs = [d for d in yaml.safe_load_all(text) if d]
+    validate_all(objs)
+    return objs
 
 
 def by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -114,9 +119,14 @@ def validate_all(objs: list[dict[str, Any]]) -> None:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
-def example_values() -> dict[str, Any]:
+def example_values(tmp_path: Path | None = None) -> dict[str, Any]:
+    """``-f values.yaml --set-file bodyYaml=body.yaml`` of the doc's helm install
+    (parsed by Helm's own --set-file parser when given a folder for the files)."""
     values: dict[str, Any] = yaml.safe_load(EXAMPLE["values.yaml"])
-    return {**values, "bodyYaml": EXAMPLE["body.yaml"]}
+    if tmp_path is None:
+        return {**values, "bodyYaml": EXAMPLE["body.yaml"]}
+    (tmp_path / "body.yaml").write_text(EXAMPLE["body.yaml"])
+    return {**values, **helm_python.parse_set_file(f"bodyYaml={tmp_path / 'body.yaml'}")}
 
 
 # The chart
@@ -128,10 +138,12 @@ def test_default_values_render_valid_objects() -> None:
     assert sorted(by_kind(objs)) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
 
 
-def test_the_worked_example_renders_as_the_doc_says() -> None:
+def test_the_worked_example_renders_as_the_doc_says(tmp_path: Path) -> None:
+    assert "--set-file bodyYaml=body.yaml" in DOC and "-f values.yaml" in DOC
     spec = read_text(EXAMPLE["body.yaml"], "body.yaml")  # a valid spec for cbs-spec
     assert spec.body_id == "shop" and spec.settings["durable"] == "greet.greet"
-    objs = objects(chart(example_values()))
+    assert example_values(tmp_path) == example_values()
+    objs = objects(chart(example_values(tmp_path)))
     validate_all(objs)
     kinds = by_kind(objs)
     assert sorted(kinds) == [
@@ -376,6 +388,21 @@ def test_a_bad_spec_is_refused_with_its_line(tmp_path: Path) -> None:
     assert done.returncode != 0 and done.stdout == ""
     assert done.stderr.startswith(f"cbs: error: {body}:3:") and "replica" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_helm_template_output_is_split_by_source() -> None:
+    """The helm binary's stream (not installed here) as the engine reads it."""
+    from cbs.kubernetes.render import _split
+
+    stream = (
+        "---\n# Source: cbs/templates/service.yaml\napiVersion: v1\nkind: Service\n"
+        "---\n# Source: cbs/templates/pdb.yaml\napiVersion: policy/v1\n"
+        "---\n# Source: cbs/templates/pdb.yaml\nkind: Other\n"
+    )
+    assert _split(stream) == {
+        "cbs/templates/service.yaml": "apiVersion: v1\nkind: Service",
+        "cbs/templates/pdb.yaml": "apiVersion: policy/v1\n---\nkind: Other",
+    }
 
 
 def test_render_in_process_matches_the_chart() -> None:
