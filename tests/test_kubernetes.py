@@ -22,7 +22,7 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
-from cbs_process import CbsProcess, processes, run_cbs
+from cbs_process import CBS_EXECUTABLE, CbsProcess, processes, run_cbs
 from markdown_blocks import file_blocks
 
 from cbs.kubernetes import render, values_for
@@ -388,6 +388,28 @@ def test_a_bad_spec_is_refused_with_its_line(tmp_path: Path) -> None:
     assert done.returncode != 0 and done.stdout == ""
     assert done.stderr.startswith(f"cbs: error: {body}:3:") and "replica" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _no_network_prefix() -> list[str]:
+    """``unshare -rn``: a user and network namespace with no interface but lo."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare(1) to run without a network")
+    probe = subprocess.run([unshare, "-rn", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("unshare -rn is not allowed here (user namespaces off)")
+    return [unshare, "-rn"]
+
+
+def test_render_needs_no_network(tmp_path: Path) -> None:
+    body, values = write_example(tmp_path)
+    done = subprocess.run(
+        [*_no_network_prefix(), CBS_EXECUTABLE, "deploy", "render", str(body), "-f", str(values),
+         "--namespace", "shop"],
+        capture_output=True, text=True, timeout=60, env=env(), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert stream_objects(done.stdout) == objects(chart(example_values()))
 
 
 def test_helm_template_output_is_split_by_source() -> None:
