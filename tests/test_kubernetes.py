@@ -7,6 +7,7 @@ is rendered as written."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -141,7 +142,7 @@ def test_default_values_render_valid_objects() -> None:
 def test_the_worked_example_renders_as_the_doc_says(tmp_path: Path) -> None:
     assert "--set-file bodyYaml=body.yaml" in DOC and "-f values.yaml" in DOC
     spec = read_text(EXAMPLE["body.yaml"], "body.yaml")  # a valid spec for cbs-spec
-    assert spec.body_id == "shop" and spec.settings["durable"] == "greet.greet"
+    assert spec.body_id == "shop" and spec.settings["durable"] == "greeter.say_hello"
     assert example_values(tmp_path) == example_values()
     objs = objects(chart(example_values(tmp_path)))
     validate_all(objs)
@@ -179,8 +180,8 @@ def test_the_worked_example_renders_as_the_doc_says(tmp_path: Path) -> None:
     assert scaled["triggers"][0]["metadata"] | {} == {
         "natsServerMonitoringEndpoint": "nats.nats.svc.cluster.local:8222",
         "account": "$G",
-        "stream": "CBS_greet",
-        "consumer": "CBS_greet_greet",
+        "stream": "CBS_greeter",
+        "consumer": "CBS_greeter_say_hello",
         "lagThreshold": "50",
     }
 
@@ -440,6 +441,28 @@ def get(url: str) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
+def consumer_exists(url: str, stream: str, consumer: str, seconds: float = 10) -> bool:
+    import nats
+    from nats.js.errors import NotFoundError
+
+    async def look() -> bool:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                try:
+                    info = await js.consumer_info(stream, consumer)
+                    return bool(info.config.durable_name == consumer)
+                except NotFoundError:
+                    await asyncio.sleep(0.05)
+            return False
+        finally:
+            await nc.close()
+
+    return asyncio.run(look())
+
+
 def test_the_pod_command_serves_the_probes_and_drains_on_sigterm(
     tmp_path: Path, nats_server: Any, processes: list[CbsProcess]
 ) -> None:
@@ -479,6 +502,11 @@ def test_the_pod_command_serves_the_probes_and_drains_on_sigterm(
         time.sleep(0.1)
     assert status == 200, (report, body.stop())
     assert report["cells"] == {"greet": "registered"} and report["bus"]["transport"] == "nats"
+    # The KEDA trigger's stream and consumer are the ones the body made
+    (trigger,) = kinds["ScaledObject"]["spec"]["triggers"]
+    assert consumer_exists(
+        nats_server.url, trigger["metadata"]["stream"], trigger["metadata"]["consumer"]
+    )
     alive_path = container["livenessProbe"]["httpGet"]["path"]
     assert get(f"http://127.0.0.1:{port}{alive_path}") == (200, {"alive": True})
     # SIGTERM drains once the handlers are in place, which is logged; a SIGTERM
