@@ -6,6 +6,7 @@ with orjson, the JSON library CBS's codec uses.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterator
@@ -64,17 +65,57 @@ def bench_cell(service: str = "bench", **options: Any) -> Cell:
 
 class BenchPlugin:
     """Registers the benchmark cell (of service ``service``, with endpoint
-    options, e.g. ``json_schema``)."""
+    options, e.g. ``json_schema``). Its verb ``flush`` returns once the spans
+    the body recorded so far are exported (see :class:`Settled`)."""
 
     name = "bench"
 
     def __init__(self, service: str = "bench", **options: Any) -> None:
         self.service = service
         self.options = options
+        self.body: Body | None = None
 
     @hookimpl
     def cbs_register_cells(self, cells: CellRegistry, config: Config) -> None:
-        cells.add(bench_cell(self.service, **self.options))
+        cell = bench_cell(self.service, **self.options)
+        cell.add_verb("flush", self._flush, schema="bench/v1/Flush")
+        cells.add(cell)
+
+    @hookimpl
+    def cbs_body_starting(self, body: Body) -> None:
+        self.body = body
+
+    async def _flush(self, payload: dict[str, Any]) -> dict[str, Any]:
+        assert self.body is not None
+        await flush_spans(self.body)
+        return {}
+
+
+async def flush_spans(body: Body) -> None:
+    """Wait until every span ``body`` recorded has been exported."""
+    from cbs.tracing import tracer_provider
+
+    provider = tracer_provider(body)
+    force_flush = getattr(provider, "force_flush", None)  # an SDK provider's
+    if force_flush is not None:
+        await asyncio.to_thread(force_flush, 30_000)
+
+
+class Settled:
+    """A stack whose work is not over when its replies are: its spans are
+    still to be exported, in the background, by both processes. Measured, the
+    time until both have exported what the requests recorded is counted."""
+
+    def __init__(self, body: Body, service: str) -> None:
+        self.body = body
+        self.service = service
+
+    async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self.body.request(self.service, "echo", payload, timeout=10)
+
+    async def settle(self) -> None:
+        await flush_spans(self.body)  # the caller's spans
+        await self.body.request(self.service, "flush", {}, timeout=60)  # the responder's
 
 
 # -- raw nats-py ---------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -317,3 +319,23 @@ async def test_send_without_a_persistence_plugin_is_unavailable(make_body: Any) 
     await body.start()
     with pytest.raises(Unavailable, match="cbs-jetstream"):
         await body.send("printer", "write", {"message": "x"})
+
+
+async def test_a_signal_while_starting_drains_once_started(make_body: Any) -> None:
+    # Without the handlers in place during the start, SIGTERM would end this
+    # test process: the default action.
+    body = make_body(greeter_plugin)
+    began = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def starting() -> None:
+        began.set()
+        await finish.wait()  # a slow start (a spec adding its cells)
+        await body.start()
+
+    serving = asyncio.ensure_future(body.run_until_signal(starting=starting()))
+    await began.wait()  # the handlers are in place before the start begins
+    os.kill(os.getpid(), signal.SIGTERM)
+    finish.set()
+    await asyncio.wait_for(serving, 10)  # returns only after a signal: it came during the start
+    assert body.state == "stopped"  # started, then drained

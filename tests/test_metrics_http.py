@@ -98,6 +98,13 @@ async def test_endpoints_on_the_local_bus(make_body: Any) -> None:
 
     assert (await aget(url + "nope"))[0] == 404
 
+    # Not ready while a start goes on after Body.start (cbs-spec adding cells).
+    with body.not_ready("the spec's cells are starting"):
+        status, _, text = await aget(url + "readyz")
+        assert status == 503
+        assert json.loads(text)["waiting_for"] == ["the spec's cells are starting"]
+    assert (await aget(url + "readyz"))[0] == 200
+
     # Not ready while draining (stopping), gone once stopped.
     body.stash[HEALTH].stopping = True
     status, _, text = await aget(url + "readyz")

@@ -10,9 +10,10 @@ chains are composed again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -106,6 +107,8 @@ class Body:
         self.config: Config = resolve(self.options.as_dict(), config or {}, environ)
         self.bus: Bus | None = None
         self.state = "built"
+        #: Why the body is not ready although started (see :meth:`not_ready`).
+        self.readiness_holds: list[str] = []
         self._configured = False
         self._cells: CellRegistry | None = None
         self._middleware: MiddlewareRegistry | None = None
@@ -436,16 +439,38 @@ class Body:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def run_until_signal(self, on_ready: Callable[[], None] | None = None) -> None:
+    @contextlib.contextmanager
+    def not_ready(self, reason: str) -> Iterator[None]:
+        """While the block runs, the body is not ready even once started: a
+        readiness probe (cbs-metrics' ``/readyz``) answers 503 with ``reason``
+        in :attr:`readiness_holds`. For a start that goes on after
+        :meth:`start` (cbs-spec adds the spec's cells to a started body)."""
+        self.readiness_holds.append(reason)
+        try:
+            yield
+        finally:
+            self.readiness_holds.remove(reason)
+
+    async def run_until_signal(
+        self,
+        on_ready: Callable[[], None] | None = None,
+        *,
+        starting: Awaitable[object] | None = None,
+    ) -> None:
         """Wait for SIGINT or SIGTERM, then :meth:`stop` (drain first).
-        ``on_ready`` runs once the signal handlers are in place."""
+        ``starting`` (the start, say) is awaited with the signal handlers
+        already in place, so a signal during it drains once it is done
+        rather than killing the process; ``on_ready`` runs after it, unless a
+        signal came meanwhile."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         sigs = (signal.SIGINT, signal.SIGTERM)
         for sig in sigs:
             loop.add_signal_handler(sig, stop.set)
         try:
-            if on_ready is not None:
+            if starting is not None:
+                await starting
+            if on_ready is not None and not stop.is_set():
                 on_ready()
             await stop.wait()
             log.info("signal received: draining")

@@ -102,11 +102,10 @@ async def _run(body: Body, args: argparse.Namespace) -> int:
     runner = body.capabilities.get(Runner)
     if runner is not None:
         return await runner.run(body, args)
-    await body.start(serve=args.cells or True)
-    bus = body.bus
-    assert bus is not None
 
     def ready() -> None:
+        bus = body.bus
+        assert bus is not None
         ids = ", ".join(c.id for c in body.served_cells) or "none"
         log.info("serving cells %s on the %s transport; Ctrl-C to stop", ids, bus.name)
         if not bus.shared:
@@ -114,7 +113,8 @@ async def _run(body: Body, args: argparse.Namespace) -> int:
                 "the %s bus is private to this process: nothing else can call these cells", bus.name
             )
 
-    await body.run_until_signal(on_ready=ready)
+    # The handlers first: a SIGTERM while the cells start drains them.
+    await body.run_until_signal(on_ready=ready, starting=body.start(serve=args.cells or True))
     return 0
 
 

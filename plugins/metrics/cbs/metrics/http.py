@@ -55,8 +55,9 @@ class Health:
 
 
 def readiness(body: Body, health: Health) -> tuple[bool, dict[str, Any]]:
-    """Ready: started (not stopping), connected to the bus, and every cell it
-    serves registered on it. Also the reasons, for the reply body."""
+    """Ready: started (not stopping), connected to the bus, no start still
+    going on (``Body.not_ready``), and every cell it serves registered on it.
+    Also the reasons, for the reply body."""
     bus = body.bus
     state = "stopping" if health.stopping and body.state == "started" else body.state
     # Every transport offers a TransportState: whether messages reach us now.
@@ -66,10 +67,17 @@ def readiness(body: Body, health: Health) -> tuple[bool, dict[str, Any]]:
         cell.id: "registered" if cell.id in health.started else "starting"
         for cell in body.served_cells
     }
-    ready = state == "started" and connected and all(v == "registered" for v in cells.values())
+    holds = list(body.readiness_holds)
+    ready = (
+        state == "started"
+        and connected
+        and not holds
+        and all(v == "registered" for v in cells.values())
+    )
     return ready, {
         "ready": ready,
         "state": state,
+        **({"waiting_for": holds} if holds else {}),
         "bus": {"transport": bus.name if bus is not None else None, "connected": connected},
         "cells": cells,
     }

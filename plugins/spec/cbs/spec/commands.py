@@ -55,11 +55,10 @@ async def _serve(body: Body, path: str) -> int:
     from cbs.spec.runner import SpecRunner
 
     runner = SpecRunner(body, path)
-    await runner.start()
-    bus = body.bus
-    assert bus is not None
 
     def ready() -> None:
+        bus = body.bus
+        assert bus is not None
         ids = ", ".join(c.id for c in body.served_cells) or "none"
         log.info(
             "serving spec %s (body %s): cells %s on the %s transport; watching for changes",
@@ -69,7 +68,8 @@ async def _serve(body: Body, path: str) -> int:
             bus.name,
         )
 
-    await runner.run_until_signal(on_ready=ready)
+    # The handlers first: a SIGTERM while the spec's cells start drains them.
+    await runner.run_until_signal(on_ready=ready, starting=runner.start())
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cbs.contracts import Bus
@@ -75,8 +75,9 @@ class SpecRunner:
         body = self.body
         body.stash[RUNNER] = self
         self.reconciler = Reconciler(body, self.spec.settings)
-        await body.start(serve=False)
-        report = await self.reconciler.apply(self.spec)
+        with body.not_ready("the spec's cells are starting"):
+            await body.start(serve=False)
+            report = await self.reconciler.apply(self.spec)
         self.reports.append(report)
         if report.error:
             raise SpecError(report.error)
@@ -208,5 +209,11 @@ class SpecRunner:
             assert isinstance(responder, Responder)
             await responder.stop()
 
-    async def run_until_signal(self, on_ready: Callable[[], None] | None = None) -> None:
-        await self.body.run_until_signal(on_ready=on_ready)  # the plugin stops the runner
+    async def run_until_signal(
+        self,
+        on_ready: Callable[[], None] | None = None,
+        *,
+        starting: Awaitable[object] | None = None,
+    ) -> None:
+        # The plugin stops the runner when the body stops.
+        await self.body.run_until_signal(on_ready=on_ready, starting=starting)
