@@ -272,6 +272,33 @@ async def test_a_change_the_body_refuses_is_reported_and_the_rest_goes_on(
     assert (await body.request("worker", "work", {"n": 1}))["version"] == "1.0.0"
 
 
+async def test_a_durable_verb_no_cell_serves_is_refused(make_body: MakeBody) -> None:
+    from cbs.jetstream import plugin as jetstream_plugin
+    from cbs.spec import Reconciler
+
+    body = make_body(cbs.spec.plugin, jetstream_plugin, CellsPlugin(worker("1.0.0")))
+    await body.start(serve=False)
+    reconciler = Reconciler(body)
+    report = await reconciler.apply(
+        read_text(
+            "version: 1\ncells: {worker: {}}\n"
+            "services:\n  worker:\n    verbs: {wrok: {durable: true}}\n"
+        )
+    )
+    assert report.error == (
+        "services.worker.verbs.wrok.durable: no cell of this spec serves worker.wrok"
+        " (served: worker.work)"
+    )
+    assert body.served_cells == []  # nothing changed
+    ok = await reconciler.apply(
+        read_text(
+            "version: 1\ncells: {worker: {}}\n"
+            "services:\n  worker:\n    verbs: {work: {durable: true}}\n"
+        )
+    )
+    assert ok.error is None and [c.id for c in body.served_cells] == ["worker"]
+
+
 async def test_sidecars_run_as_child_processes_without_a_scaler(
     make_body: MakeBody, tmp_path: Path
 ) -> None:

@@ -152,11 +152,33 @@ class Reconciler:
 
     def candidates(self, spec: BodySpec, changes: list[Change]) -> dict[str, Cell]:
         """The cells to add or upgrade to, built and checked."""
-        return {
+        built = {
             c.target: self._candidate(spec.cells[c.target])
             for c in changes
             if c.kind in ("add", "upgrade")
         }
+        self._check_durable(spec, built)
+        return built
+
+    def _check_durable(self, spec: BodySpec, built: Mapping[str, Cell]) -> None:
+        """A durable verb is one a cell of the spec serves (else its inbox
+        would fill with nobody to take from it)."""
+        if any(cell.sidecar for cell in spec.cells.values()):
+            return  # a sidecar may serve it: its verbs are not known here
+        running = self._served()
+        served: set[tuple[str, str]] = set()
+        for cell_id in spec.cells:
+            cell = built.get(cell_id) or running.get(cell_id)
+            if cell is not None:
+                served.update((cell.service, e.verb) for e in cell.endpoints)
+        for service, policy in sorted((spec.data.get("services") or {}).items()):
+            for verb, verb_policy in sorted((policy.get("verbs") or {}).items()):
+                if verb_policy.get("durable") and (service, verb) not in served:
+                    known = ", ".join(f"{s}.{v}" for s, v in sorted(served)) or "none"
+                    raise SpecError(
+                        f"services.{service}.verbs.{verb}.durable: no cell of this spec serves"
+                        f" {service}.{verb} (served: {known})"
+                    )
 
     def _plan(self, spec: BodySpec) -> list[Change]:
         served = self._served()
