@@ -339,3 +339,33 @@ async def test_a_signal_while_starting_drains_once_started(make_body: Any) -> No
     finish.set()
     await asyncio.wait_for(serving, 10)  # returns only after a signal: it came during the start
     assert body.state == "stopped"  # started, then drained
+
+
+class _Failing:
+    name = "failing"
+
+    @hookimpl
+    async def cbs_cell_started(self, body: Body, cell: Cell) -> None:
+        raise RuntimeError("cannot start")
+
+
+class _Later:
+    name = "later"
+
+    @hookimpl
+    async def cbs_cell_started(self, body: Body, cell: Cell) -> None:
+        pass
+
+
+async def test_a_failing_async_hook_leaves_no_coroutine_unawaited(make_body: Any) -> None:
+    import gc
+    import warnings
+
+    # LIFO: _Failing (registered last) runs first; _Later's coroutine is made too.
+    body = make_body(greeter_plugin, _Later(), _Failing())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Exception, match="cannot start"):
+            await body.start()
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]

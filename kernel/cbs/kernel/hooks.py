@@ -130,13 +130,15 @@ async def notify(
             if plugin is None or plugin not in called:
                 return
             skip = called[: called.index(plugin) + 1]
-    for result in results:
-        if not inspect.isawaitable(result):
-            continue
+    pending = [result for result in results if inspect.isawaitable(result)]
+    for index, result in enumerate(pending):
         try:
             await result
         except Exception as exc:
             if not swallow:
+                for rest in pending[index + 1 :]:  # not run: closed, not left unawaited
+                    if inspect.iscoroutine(rest):
+                        rest.close()
                 raise
             code = getattr(result, "cr_code", None)
             name = _match(owners, code, None) if code is not None else None
