@@ -115,13 +115,8 @@ def _truthy(name: str) -> bool:
 
 
 def exporters_from_env() -> list[SpanProcessor]:
-    """Span processors for ``OTEL_TRACES_EXPORTER`` (see the module docstring)."""
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        ConsoleSpanExporter,
-        SimpleSpanProcessor,
-    )
-
+    """Span processors for ``OTEL_TRACES_EXPORTER`` (see the module docstring).
+    The SDK is imported only when there is an exporter to make."""
     names = os.environ.get("OTEL_TRACES_EXPORTER")
     if names is None:
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
@@ -132,6 +127,12 @@ def exporters_from_env() -> list[SpanProcessor]:
     for name in (n.strip().lower() for n in names.split(",")):
         if name in ("", "none"):
             continue
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            ConsoleSpanExporter,
+            SimpleSpanProcessor,
+        )
+
         if name == "otlp":
             protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
                 "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
