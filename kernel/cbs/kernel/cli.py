@@ -119,12 +119,17 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 def _pre_parse(argv: Sequence[str]) -> argparse.Namespace:
     pre = argparse.ArgumentParser(add_help=False)
     _add_global(pre, suppress=False)
+    pre.add_argument("command", nargs="?", default=None)  # the first word after the globals
     known, _ = pre.parse_known_args(argv)
     return known
 
 
-def build_parser(body: Any) -> argparse.ArgumentParser:
-    """The ``cbs`` parser with the commands and options of ``body``'s plugins."""
+def build_parser(body: Any, only: str | None = None) -> argparse.ArgumentParser:
+    """The ``cbs`` parser with the commands and options of ``body``'s plugins.
+    With ``only``, the other commands get their name and help but neither the
+    plugins' options nor their own (about 25 commands times 60 options: most
+    of the parser's cost, and what a command line that names one command
+    never reads)."""
     parser = _Parser(prog="cbs", description="CBS: cells on a message bus, run by a body.")
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     _add_global(parser, suppress=False)
@@ -132,6 +137,8 @@ def build_parser(body: Any) -> argparse.ArgumentParser:
     for entry in body.commands:
         sub = subparsers.add_parser(entry.name, help=entry.item.help, description=entry.item.help)
         sub.error = parser.error  # type: ignore[method-assign]
+        if only is not None and entry.name != only:
+            continue
         _add_global(sub, suppress=True)
         group = sub.add_argument_group("options from plugins")
         for option in body.options.as_dict().values():
@@ -174,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plugin_specs=pre.plugin_specs,
             autoload=False if pre.disable_plugin_autoload else None,
         )
-        parser = build_parser(body)
+        parser = build_parser(body, only=pre.command)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help(sys.stderr)
