@@ -238,7 +238,10 @@ async def test_leader_loss_during_2000_durable_sends_loses_no_acked_send(
 ) -> None:
     sink = Sink()
     urls = nats_cluster.seed_url
-    consumer = make_body(nats_plugin, jetstream_plugin, sink, config={"nats_url": urls, **FAST})
+    # A delivery whose ack went to the killed leader comes again after
+    # ack_wait (30 s by default): shorter here, so the wait below covers it.
+    config = {"nats_url": urls, **FAST, "jetstream_ack_wait": 3.0}
+    consumer = make_body(nats_plugin, jetstream_plugin, sink, config=config)
     await consumer.start()
     sender = make_body(
         nats_plugin, jetstream_plugin, config={"nats_url": urls, "jetstream_publish_timeout": 5.0}
