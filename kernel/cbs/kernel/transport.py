@@ -30,7 +30,8 @@ hands it to :meth:`Bus.serve`. This module is public for transport authors
   (cbs-spec's power-of-two-choices balancer sends to instance subjects).
 * :func:`gather_replies` -- publish a control message to every body that
   listens on a subject and collect their JSON answers, sent to a
-  ``reply_to`` inbox (the chaos, spec and breaker control subjects).
+  ``reply_to`` inbox (the chaos, spec and breaker control subjects);
+  :func:`answer_control` -- the handler a body serves such a subject with.
 * :func:`error_reply` -- the encoded error reply to raw request bytes that
   were not handled (refused, expired, cut off), addressed to the request's id
   when it has a usable one; :func:`expired` -- whether a request's
@@ -41,11 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -75,6 +77,7 @@ from cbs.kernel.middleware import (
 )
 
 __all__ = [
+    "answer_control",
     "gather_replies",
     "request_sender",
     "start_eagerly",
@@ -362,3 +365,31 @@ async def gather_replies(
     finally:
         await sub.stop()
     return replies
+
+
+def answer_control(
+    bus: Bus,
+    reply_prefix: str,
+    handle: Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]] | Mapping[str, Any]],
+) -> RawHandler:
+    """The other side of :func:`gather_replies`: a ``RawHandler`` that decodes
+    a control message (a JSON object; anything else is dropped), gives it to
+    ``handle`` and publishes the answer to its ``reply_to``, if that is an
+    inbox under ``reply_prefix`` (a control subject answers nowhere else)."""
+
+    async def answer(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return _NOTHING
+        if not isinstance(message, dict):
+            return _NOTHING
+        reply = handle(message)
+        if inspect.isawaitable(reply):
+            reply = await reply
+        reply_to = message.get("reply_to")
+        if isinstance(reply_to, str) and reply_to.startswith(reply_prefix):
+            await bus.publish(reply_to, orjson.dumps(reply))
+        return _NOTHING
+
+    return answer

@@ -19,14 +19,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from cbs.breaker.circuit import OPEN, STATES, BreakerSettings, CircuitBreaker
 from cbs.contracts import Bus, Outcome, Subscription
-from cbs.kernel.transport import gather_replies
+from cbs.kernel.transport import answer_control, gather_replies
 
 if TYPE_CHECKING:
     from cbs.kernel import Body
@@ -111,17 +109,7 @@ class Responder:
 
     async def start(self) -> None:
         bus, table = self.bus, self.table
-
-        async def answer(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
-            try:
-                query = orjson.loads(data)
-                reply_to = query["reply_to"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                return _NOTHING
-            if isinstance(reply_to, str) and reply_to.startswith(_REPLY_PREFIX):
-                await bus.publish(reply_to, orjson.dumps(table.message()))
-            return _NOTHING
-
+        answer = answer_control(bus, _REPLY_PREFIX, lambda query: table.message())
         self.sub = await bus.serve(QUERY_SUBJECT, self.queue, answer, max_concurrency=4)
 
     async def stop(self) -> None:

@@ -26,13 +26,11 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from cbs.chaos.layers import ChaosState, describe
 from cbs.chaos.rules import parse_rules
 from cbs.contracts import Bus, Outcome, Subscription
 from cbs.kernel import ConfigError
-from cbs.kernel.transport import gather_replies
+from cbs.kernel.transport import answer_control, gather_replies
 
 __all__ = ["PREFIX", "ALL", "CONTROL_SUBJECT", "REPLY_PREFIX", "Responder", "send"]
 
@@ -89,23 +87,9 @@ class Responder:
         return reply
 
     async def start(self) -> None:
-        bus = self.bus
-
-        async def answer(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
-            try:
-                message = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                return _NOTHING
-            if not isinstance(message, dict):
-                return _NOTHING
-            reply_to = message.get("reply_to")
-            reply = self.apply(message)
-            if isinstance(reply_to, str) and reply_to.startswith(REPLY_PREFIX):
-                await bus.publish(reply_to, orjson.dumps(reply))
-            return _NOTHING
-
+        handler = answer_control(self.bus, REPLY_PREFIX, self.apply)
         for subject in self.subjects:
-            self.subs.append(await bus.serve(subject, self.queue, answer, max_concurrency=1))
+            self.subs.append(await self.bus.serve(subject, self.queue, handler, max_concurrency=1))
 
     async def stop(self) -> None:
         subs, self.subs = self.subs, []

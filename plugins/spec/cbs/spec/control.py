@@ -27,12 +27,11 @@ import logging
 import os
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-import orjson
-
 from cbs.contracts import Bus, Outcome, Subscription
-from cbs.kernel.transport import gather_replies
+from cbs.kernel.transport import answer_control, gather_replies
 from cbs.spec.loader import SpecError
 from cbs.spec.model import read_text
 from cbs.spec.reconcile import Reconciler
@@ -88,29 +87,10 @@ class Responder:
         return reply
 
     async def start(self) -> None:
-        bus = self.bus
-
-        def answer_for(op: str) -> Any:
-            async def answer(data: bytes, headers: Mapping[str, str] | None) -> Outcome:
-                try:
-                    message = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    return _NOTHING
-                if not isinstance(message, dict):
-                    return _NOTHING
-                reply = await self.handle(op, message)
-                reply_to = message.get("reply_to")
-                if isinstance(reply_to, str) and reply_to.startswith(REPLY_PREFIX):
-                    await bus.publish(reply_to, orjson.dumps(reply))
-                return _NOTHING
-
-            return answer
-
         for subject in self.subjects:
             op = subject.rsplit(".", 1)[1]
-            self.subs.append(
-                await bus.serve(subject, self.queue, answer_for(op), max_concurrency=1)
-            )
+            handler = answer_control(self.bus, REPLY_PREFIX, partial(self.handle, op))
+            self.subs.append(await self.bus.serve(subject, self.queue, handler, max_concurrency=1))
 
     async def stop(self) -> None:
         subs, self.subs = self.subs, []
