@@ -105,10 +105,29 @@ def core_distribution() -> tuple[str, str] | None:
 
     for name in CORE_DISTRIBUTIONS:
         try:
-            return name, importlib_metadata.version(name)
+            dist = importlib_metadata.distribution(name)
         except importlib_metadata.PackageNotFoundError:
             continue
+        return name, _name_and_version(dist)[1]
     return None
+
+
+def _name_and_version(dist: Any) -> tuple[str, str]:
+    """A distribution's ``Name`` and ``Version``, read from the header lines
+    at the top of its core metadata. ``dist.name`` and ``dist.version`` would
+    parse the whole file with the email package (about 1.5 ms a distribution,
+    and 7 ms to import it, on every body start)."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line:
+            break  # the end of the header block: the description follows
+        field, sep, value = line.partition(":")
+        if sep and field in ("Name", "Version") and field not in found:
+            found[field] = value.strip()
+            if len(found) == 2:
+                break
+    return found.get("Name", "unknown"), found.get("Version", "unknown")
 
 
 def _check_markers(name: str, plugin: Any) -> None:
@@ -154,7 +173,7 @@ def load_plugins(
                 continue
             if wanted is not None and ep.name not in wanted:
                 continue
-            dist = ep.dist.name if ep.dist is not None else "unknown"
+            dist, version = _name_and_version(ep.dist) if ep.dist else ("unknown", "unknown")
             try:
                 plugin = ep.load()
             except Exception as exc:
@@ -164,7 +183,6 @@ def load_plugins(
                     f" {type(exc).__name__}: {reason}"
                 ) from exc
             _register(pm, ep.name, plugin)
-            version = ep.dist.version if ep.dist is not None else "unknown"
             infos[ep.name] = PluginInfo(ep.name, dist, version, ep.value, False)
         missing = sorted((wanted or set()) - set(infos))
         if missing:
