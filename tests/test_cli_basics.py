@@ -271,6 +271,19 @@ def test_start_up_imports_only_what_it_needs() -> None:
     assert result.stdout.splitlines()[-1] == "[]"
 
 
+def test_the_demo_imports_no_metrics_library_when_nothing_reads_metrics() -> None:
+    # cbs-metrics counts in every body; prometheus_client (about 40 ms) comes
+    # only with an endpoint, a scrape or an application reading the registry.
+    code = (
+        "import sys; from cbs.kernel.cli import main\n"
+        "try:\n    main(['demo', '--name', 'Ada'])\nexcept SystemExit:\n    pass\n"
+        "print('prometheus_client' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["Hello Ada!", "False"]
+
+
 # -- every failure is one line and a non-zero exit -----------------------------------------
 
 

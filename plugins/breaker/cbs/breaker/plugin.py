@@ -8,7 +8,7 @@ by the kernel, never through a hook per message.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -31,16 +31,16 @@ from cbs.kernel import (
 )
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from collections.abc import Callable
 
-    from cbs.breaker.gauge import BreakerCollector
     from cbs.breaker.report import BreakerTable, Responder
     from cbs.breaker.settings import Settings
 
 TABLE: StashKey[BreakerTable] = StashKey()
 RESPONDER: StashKey[Responder] = StashKey()
 SETTINGS: StashKey[Settings] = StashKey()
-GAUGE: StashKey[tuple[CollectorRegistry, BreakerCollector]] = StashKey()
+#: Takes the breaker gauge out of the body's metrics registry.
+GAUGE: StashKey[Callable[[], None]] = StashKey()
 
 log = logging.getLogger("cbs.breaker")
 
@@ -166,32 +166,30 @@ def _deadline_guard(served: Served, call_next: ServerHandler) -> ServerHandler:
     return deadline_guard(served, call_next)
 
 
-def _metrics_registry(body: Body) -> CollectorRegistry | None:
-    """The body's metrics registry, when cbs-metrics is installed and wired
-    into this body (it publishes the registry in the body's stash)."""
-    try:
-        from cbs.metrics import registry
-    except ImportError:
-        return None
-    return registry(body)
-
-
 def _show_gauge(body: Body) -> None:
-    registry = _metrics_registry(body)
-    if registry is None or GAUGE in body.stash:
+    """With cbs-metrics in the body: the breakers' states in its registry."""
+    try:
+        from cbs.metrics import MetricsRegistry
+    except ImportError:
         return
-    from cbs.breaker.gauge import BreakerCollector
+    metrics = body.capabilities.get(MetricsRegistry)
+    if metrics is None or GAUGE in body.stash:
+        return
+    table = body.stash[TABLE]
 
-    collector = BreakerCollector(body.stash[TABLE])
-    registry.register(collector)
-    body.stash[GAUGE] = (registry, collector)
+    def gauge() -> Any:
+        from cbs.breaker.gauge import BreakerCollector  # imports prometheus_client
+
+        return BreakerCollector(table)
+
+    body.stash[GAUGE] = metrics.add(gauge)
 
 
 def _hide_gauge(body: Body) -> None:
     if GAUGE in body.stash:
-        registry, collector = body.stash[GAUGE]
+        remove = body.stash[GAUGE]
         del body.stash[GAUGE]
-        registry.unregister(collector)
+        remove()
 
 
 @hookimpl

@@ -11,7 +11,7 @@ durable sender is offered as the kernel's ``DurableSender`` capability.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -38,8 +38,7 @@ from cbs.kernel import (
 from cbs.nats import NatsConnection
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.registry import Collector
+    from collections.abc import Callable
 
     from cbs.jetstream.runtime import JetStreamRuntime
 
@@ -47,7 +46,8 @@ log = logging.getLogger("cbs.jetstream")
 
 SETTINGS: StashKey[Settings] = StashKey()
 RUNTIME: StashKey[JetStreamRuntime] = StashKey()
-GAUGE: StashKey[tuple[CollectorRegistry, Collector]] = StashKey()
+#: Takes the inboxes' metrics out of the body's metrics registry.
+GAUGE: StashKey[Callable[[], None]] = StashKey()
 
 
 @hookimpl
@@ -220,25 +220,27 @@ async def cbs_cell_started(body: Body, cell: Cell) -> None:
 def _show_gauge(body: Body, runtime: JetStreamRuntime) -> None:
     """With cbs-metrics in the body: the inboxes' metrics in its registry."""
     try:
-        from cbs.metrics import registry
+        from cbs.metrics import MetricsRegistry
     except ImportError:
         return
-    found = registry(body)
-    if found is None or GAUGE in body.stash:
+    metrics = body.capabilities.get(MetricsRegistry)
+    if metrics is None or GAUGE in body.stash:
         return
-    from cbs.jetstream.gauge import JetStreamCollector
 
-    collector = JetStreamCollector(runtime)
-    found.register(collector)
-    body.stash[GAUGE] = (found, collector)
+    def gauge() -> Any:
+        from cbs.jetstream.gauge import JetStreamCollector  # imports prometheus_client
+
+        return JetStreamCollector(runtime)
+
+    body.stash[GAUGE] = metrics.add(gauge)
     runtime.watch_consumers()
 
 
 def _hide_gauge(body: Body) -> None:
     if GAUGE in body.stash:
-        found, collector = body.stash[GAUGE]
+        remove = body.stash[GAUGE]
         del body.stash[GAUGE]
-        found.unregister(collector)
+        remove()
     runtime = body.stash.get(RUNTIME, None)
     if runtime is not None:
         runtime.unwatch()  # also after a failed start, when stop() did not run

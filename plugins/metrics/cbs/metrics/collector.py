@@ -1,5 +1,5 @@
 """The Prometheus side: one collector per body, in the body's own registry
-(:data:`cbs.metrics.METRICS_REGISTRY`), that reads the body's
+(:class:`cbs.metrics.MetricsRegistry`), that reads the body's
 :class:`~cbs.metrics.stats.BodyStats` when scraped.
 
 Nothing goes into prometheus_client's default registry: two bodies of one

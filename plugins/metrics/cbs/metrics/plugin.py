@@ -3,7 +3,7 @@ endpoint (``--metrics-port``; off by default) with ``/metrics``, ``/healthz``,
 ``/readyz`` and a status page.
 
 Only hook implementations live here. Counting needs no import at all;
-prometheus_client is imported when a body starts.
+prometheus_client is imported when the body's registry is first read.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from cbs.kernel import (
     hookimpl,
     number,
 )
-from cbs.metrics import METRICS_REGISTRY
+from cbs.metrics import METRICS, MetricsRegistry
 
 if TYPE_CHECKING:
-    from cbs.metrics.collector import CbsCollector
-    from cbs.metrics.http import Health, MetricsServer
+    from collections.abc import Callable
+
+    from cbs.metrics.health import Health
+    from cbs.metrics.http import MetricsServer
     from cbs.metrics.stats import BodyStats
 
 log = logging.getLogger("cbs.metrics")
@@ -38,7 +40,8 @@ ORDER = 10
 STATS: StashKey[BodyStats] = StashKey()
 HEALTH: StashKey[Health] = StashKey()
 SERVER: StashKey[MetricsServer] = StashKey()
-COLLECTOR: StashKey[CbsCollector] = StashKey()
+#: Takes the body's own collector out of its registry.
+COLLECTOR: StashKey[Callable[[], None]] = StashKey()
 
 
 @hookimpl
@@ -95,37 +98,41 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
 
 def _forget(body: Body) -> None:
     """Take the body's collector out of its registry (idempotent)."""
-    collector = body.stash.get(COLLECTOR, None)
-    if collector is not None:
+    remove = body.stash.get(COLLECTOR, None)
+    if remove is not None:
         del body.stash[COLLECTOR]
-        body.stash[METRICS_REGISTRY].unregister(collector)
+        remove()
 
 
 @hookimpl
 async def cbs_body_starting(body: Body) -> None:
-    from prometheus_client import CollectorRegistry
-
-    from cbs.metrics.collector import CbsCollector
-    from cbs.metrics.http import Health, MetricsServer, readiness
+    from cbs.metrics.health import Health, readiness
 
     stats = body_stats(body)
-    registry = body.stash.setdefault(METRICS_REGISTRY, CollectorRegistry())
+    metrics = body.stash.setdefault(METRICS, MetricsRegistry())
+    body.capabilities.provide(metrics, plugin="metrics")
     _forget(body)  # normally done when it stopped
     health = body.stash.setdefault(HEALTH, Health())
     health.reset(asyncio.get_running_loop())
-    collector = CbsCollector(
-        stats,
-        lambda: body.capabilities.get(TransportState),
-        lambda: pool_groups(body),
-        lambda: readiness(body, health)[0],
-    )
-    registry.register(collector)
-    body.stash[COLLECTOR] = collector
+
+    def collector() -> Any:
+        from cbs.metrics.collector import CbsCollector
+
+        return CbsCollector(
+            stats,
+            lambda: body.capabilities.get(TransportState),
+            lambda: pool_groups(body),
+            lambda: readiness(body, health)[0],
+        )
+
+    body.stash[COLLECTOR] = metrics.add(collector)
     port = body.config.get("metrics_port")
     if port is None:
         return
+    from cbs.metrics.http import MetricsServer
+
     host = body.config.get("metrics_host") or "127.0.0.1"
-    server = MetricsServer(body, health, stats, registry, host, int(port))
+    server = MetricsServer(body, health, stats, metrics.registry, host, int(port))
     try:
         server.start()
     except OSError as exc:

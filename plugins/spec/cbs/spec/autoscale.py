@@ -316,12 +316,10 @@ def export_metrics(runner: SpecRunner) -> Callable[[], None] | None:
     """Register the autoscaler's metrics in the body's cbs-metrics registry
     (when that plugin is there); returns how to unregister them."""
     try:
-        from cbs.metrics import registry
+        from cbs.metrics import MetricsRegistry
     except ImportError:
         return None
-    found = registry(runner.body)
-    if found is None:
+    metrics = runner.body.capabilities.get(MetricsRegistry)
+    if metrics is None:
         return None
-    collector = _Collector(runner)
-    found.register(collector)
-    return lambda: found.unregister(collector)
+    return metrics.add(lambda: _Collector(runner))
