@@ -50,7 +50,7 @@ from cbs.contracts import (
     RawHandler,
     codec,
 )
-from cbs.contracts.envelope import UUID4_RE
+from cbs.contracts.envelope import UUID4_RE, check_name, check_schema
 
 __all__ = [
     "ClientHandler",
@@ -225,6 +225,13 @@ def server_path(served: Served, factories: Sequence[ServerMiddleware]) -> RawHan
     error_schema = cell.error_schema
     call_cell = endpoint.handler
     encode = codec.encode
+    trusted = Envelope.trusted
+    # A reply's route is this endpoint's (and the request's schema, already
+    # checked, when it names no reply schema of its own): checked once here.
+    check_name("service", service)
+    check_name("verb", verb)
+    if reply_schema is not None:
+        check_schema(reply_schema)
 
     async def invoke(request: Envelope, headers: Mapping[str, str]) -> Envelope:
         if request.schema not in accepts:
@@ -237,10 +244,13 @@ def server_path(served: Served, factories: Sequence[ServerMiddleware]) -> RawHan
             result = await call_cell(request.payload)  # type: ignore[arg-type]
         finally:
             _current.reset(token)
-        if type(result) is not dict and not isinstance(result, Mapping):
-            log.error("cell %s verb %s returned %s, not a mapping", cell.id, verb, type(result))
-            raise Internal()
-        return request.reply(result, schema=reply_schema)
+        if type(result) is not dict:
+            if not isinstance(result, Mapping):
+                log.error("cell %s verb %s returned %s, not a mapping", cell.id, verb, type(result))
+                raise Internal()
+            result = dict(result)
+        schema = request.schema if reply_schema is None else reply_schema
+        return trusted(request.id, service, verb, schema, result)
 
     chain: ServerHandler = compose(factories, served, invoke)
 

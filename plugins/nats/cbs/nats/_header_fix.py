@@ -40,6 +40,7 @@ from typing import Any
 
 from nats.aio import client as _nats_client
 from nats.aio.client import Client
+from nats.protocol.command import pub_cmd as _pub_cmd
 
 __all__ = ["TolerantClient", "FastHeaders", "FAST_HEADERS"]
 
@@ -142,20 +143,25 @@ class FastHeaders(Client):
     ) -> None:
         # nats-py builds a header block piece by piece, with a regular
         # expression per name, on every publish; here a name is checked once.
-        block = _header_block(headers) if headers and subject else None
-        if block is None:
-            await super()._send_publish(subject, reply, payload, payload_size, headers)
-            return
-        size = len(block)
-        command = b"".join(
-            (
-                f"HPUB {subject} {reply} {size} {size + payload_size}\r\n".encode(),
-                block,
-                payload,
-                b"\r\n",
+        # Every publish comes here, so the plain one is written here too (a
+        # call to nats-py's method would cost a coroutine more).
+        if headers is None and subject:
+            command = _pub_cmd(subject, reply, payload)
+        else:
+            block = _header_block(headers) if headers is not None and subject else None
+            if block is None:
+                await super()._send_publish(subject, reply, payload, payload_size, headers)
+                return
+            size = len(block)
+            command = b"".join(
+                (
+                    f"HPUB {subject} {reply} {size} {size + payload_size}\r\n".encode(),
+                    block,
+                    payload,
+                    b"\r\n",
+                )
             )
-        )
-        # The rest is nats-py's _send_publish as it is after the header block.
+        # The rest is nats-py's _send_publish as it is after the command.
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += payload_size
         await self._send_command(command)
@@ -163,7 +169,10 @@ class FastHeaders(Client):
             await self._flush_pending()
 
     async def _process_headers(self, headers: Any) -> dict[str, str] | None:
-        # The common block (no inline status) without nats-py's status checks.
+        # Every message comes here: none (most), or the common block (no
+        # inline status) parsed without nats-py's status checks.
+        if not headers:
+            return None
         if (
             type(headers) is bytes
             and len(headers) > len(_PLAIN_BLOCK)
