@@ -28,6 +28,7 @@ import logging
 import math
 import random
 import time
+import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
@@ -368,7 +369,11 @@ def deadline_guard(served: Served, call_next: ServerHandler) -> ServerHandler:
         token = _handling.set(deadline)
         try:
             started = call_next(request, headers)
-            work = started if isinstance(started, Coroutine) else _awaiting(started)
+            work = (
+                started
+                if type(started) is _NATIVE or isinstance(started, Coroutine)
+                else _awaiting(started)
+            )
             # Most handlers answer without waiting: no timer for them.
             try:
                 waiting = work.send(None)
@@ -380,6 +385,10 @@ def deadline_guard(served: Served, call_next: ServerHandler) -> ServerHandler:
             _handling.reset(token)
 
     return handler
+
+
+#: A native coroutine's type: checked first, it spares the ABC's instance check.
+_NATIVE = types.CoroutineType
 
 
 async def _awaiting(awaitable: Awaitable[Envelope]) -> Envelope:
