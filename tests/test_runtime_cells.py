@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from load_kit import WorkLoad
 
 from cbs.contracts import Cell, NoResponders
 from cbs.kernel import Body, Directory, MiddlewareRegistry, Served, ServerHandler, hookimpl
@@ -66,27 +67,14 @@ async def test_500_concurrent_requests_while_a_cell_is_replaced_ten_times(
         caller = make_body(*plugins_for(transport), config=config)
         await caller.start(serve=False)
 
-    failures: list[BaseException] = []
-    versions: set[str] = set()
-
-    async def one(n: int) -> None:
-        try:
-            reply = await caller.request(
-                "worker", "work", {"n": n}, schema="test/v1/Job", timeout=10
-            )
-            assert reply["n"] == n
-            versions.add(reply["version"])
-        except BaseException as exc:
-            failures.append(exc)
-
+    load = WorkLoad(caller)
     for round_ in range(1, 11):
-        burst = [asyncio.ensure_future(one(i)) for i in range(500)]
-        await asyncio.sleep(0)  # the burst is on its way
+        burst = await load.burst(500)
         await server.replace_cell(versioned(f"1.0.{round_}"))
         await asyncio.gather(*burst)
 
-    assert failures == []
-    assert len(versions) > 2  # old and new versions both answered across the swaps
+    assert load.failures == []
+    assert len(load.versions) > 2  # old and new versions both answered across the swaps
     assert [c.version for c in server.served_cells] == ["1.0.10"]
     assert server.cells.cell("worker").version == "1.0.10"
     final = {

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from load_kit import WorkLoad
 from spec_cells import worker
 
 import cbs.nats.plugin
@@ -150,24 +151,11 @@ async def test_500_concurrent_requests_while_the_spec_changes_ten_times(
     body, runner = await start_runner(make_body, nats_server, path)
     caller = make_body(cbs.nats.plugin, config={"transport": "nats", "nats_url": nats_server.url})
     await caller.start(serve=False)
-    failures: list[BaseException] = []
-    versions: set[str] = set()
-
-    async def one(n: int) -> None:
-        try:
-            reply = await caller.request(
-                "worker", "work", {"n": n}, schema="test/v1/Job", timeout=10
-            )
-            assert reply["n"] == n
-            versions.add(reply["version"])
-        except BaseException as exc:
-            failures.append(exc)
-
+    load = WorkLoad(caller)
     kinds: set[str] = set()
     for text in SPECS[1:]:
         seen = len(runner.reports)
-        burst = [asyncio.ensure_future(one(i)) for i in range(500)]
-        await asyncio.sleep(0)
+        burst = await load.burst(500)
         write(path, "version: 1\n" + text + "\n")
         await poll(lambda seen=seen: len(runner.reports) > seen, timeout=10)  # type: ignore[misc]
         report = runner.reports[-1]
@@ -175,9 +163,9 @@ async def test_500_concurrent_requests_while_the_spec_changes_ten_times(
         kinds |= {c.kind for c in report.applied}
         await asyncio.gather(*burst)
 
-    assert failures == []
+    assert load.failures == []
     assert {"add", "remove", "upgrade"} <= kinds
-    assert versions >= {"1.0.0", "2.0.0", "3.0.0"}
+    assert load.versions >= {"1.0.0", "2.0.0", "3.0.0"}
     assert [c.id for c in body.served_cells] == ["worker"]
     assert body.served_cells[0].version == "1.0.0"
     # an invalid spec changes nothing and says why
