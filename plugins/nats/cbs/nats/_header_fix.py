@@ -38,11 +38,12 @@ import re
 import zlib
 from typing import Any
 
+from cbs.nats._ordered_ping import OrderedPing
 from nats.aio import client as _nats_client
 from nats.aio.client import Client
 from nats.protocol.command import pub_cmd as _pub_cmd
 
-__all__ = ["TolerantClient", "FastHeaders", "FAST_HEADERS"]
+__all__ = ["TolerantClient", "FastHeaders", "FAST_HEADERS", "ORDERED_PING"]
 
 log = logging.getLogger("cbs.nats")
 
@@ -100,6 +101,8 @@ def _fingerprint(function: Any) -> int:
 #: the paths were checked against them (nats-py 2.16.0). If nats-py's code
 #: differs, TolerantClient uses nats-py's own methods: slower, never wrong.
 CHECKED_AGAINST = {"_send_publish": 0xA8916F4B, "_process_headers": 0xA6023AF4}
+#: The same for :class:`~cbs.nats._ordered_ping.OrderedPing`'s ``_send_ping``.
+PING_CHECKED_AGAINST = {"_send_ping": 0x5B6CD161}
 
 
 class FastHeaders(Client):
@@ -184,16 +187,24 @@ class FastHeaders(Client):
         return parsed
 
 
+def _matches(checked: dict[str, int]) -> bool:
+    return all(_fingerprint(vars(Client)[name]) == value for name, value in checked.items())
+
+
 #: Whether nats-py's header code is what :class:`FastHeaders` was checked against.
-FAST_HEADERS = all(
-    _fingerprint(vars(Client)[name]) == value for name, value in CHECKED_AGAINST.items()
-)
+FAST_HEADERS = _matches(CHECKED_AGAINST)
+#: Whether nats-py's ``_send_ping`` is the one :class:`OrderedPing` replaces.
+ORDERED_PING = _matches(PING_CHECKED_AGAINST)
+_BASES: tuple[type[Client], ...] = (
+    *((OrderedPing,) if ORDERED_PING else ()),
+    *((FastHeaders,) if FAST_HEADERS else ()),
+) or (Client,)
 
 
-class TolerantClient(FastHeaders if FAST_HEADERS else Client):  # type: ignore[misc]
+class TolerantClient(*_BASES):  # type: ignore[misc]
     """A nats-py client that drops messages it cannot parse, and counts them
-    (with :class:`FastHeaders`' header paths while nats-py's are the ones
-    they were checked against)."""
+    (with :class:`FastHeaders`' header paths and :class:`OrderedPing`'s
+    flush while nats-py's code is the one they were checked against)."""
 
     malformed_messages: int = 0
 
