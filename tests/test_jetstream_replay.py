@@ -18,6 +18,7 @@ from typing import Any
 import nats
 import pytest
 from jetstream_kit import FAST, SCHEMA, Sink, eventually
+from nats_kit import server_has_it
 
 from cbs.jetstream import plugin as jetstream_plugin
 from cbs.jetstream.plugin import RUNTIME
@@ -94,7 +95,7 @@ async def test_replay_to_another_subject(nats_server: Any, make_body: Any) -> No
 
     try:
         sub = await nc.subscribe("audit.sink", cb=collect)
-        await nc.flush()
+        await server_has_it(nc)
         result = await replay(sender.stash[RUNTIME], "sink", Range(to_seq=2), to="audit.sink")
         assert result.target == "audit.sink"
         await eventually(lambda: len(got) == 2, what="2 plain messages")

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
+from nats_kit import server_has_it
 
 from cbs.nats import _header_fix
 from cbs.nats._header_fix import FAST_HEADERS, FastHeaders, TolerantClient
@@ -100,7 +101,7 @@ async def test_headers_cross_a_real_server_both_ways(nats_server: Any) -> None:
         got: dict[str, Any] = {}
         for name, receiver, sender in (("fast", fast, plain), ("plain", plain, fast)):
             sub = await receiver.subscribe(f"h.{name}")
-            await receiver.flush()
+            await server_has_it(receiver)
             await sender.publish(f"h.{name}", b"x", headers=dict(headers))
             msg = await sub.next_msg(timeout=5)
             got[name] = msg.headers

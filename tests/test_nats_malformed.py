@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jetstream_kit import eventually
 from nats.aio.client import Client
+from nats_kit import server_has_it
 
 from cbs.breaker import plugin as breaker_plugin
 from cbs.greeter import plugin as greeter_plugin
@@ -325,7 +326,7 @@ async def test_the_watchdog_reconnects_a_client_whose_read_loop_died(nats_server
             await msg.respond(b"pong")
 
         await nc.subscribe("probe.echo", cb=echo)
-        await nc.flush()
+        await server_has_it(nc)
         watchdog.start()
         raw = await RawClient(nats_server.url).open()
         await raw.send(hpub(b"probe.echo", b"_INBOX.raw.x", b"NATS/1.0", b""))

@@ -21,6 +21,7 @@ from typing import Any
 import nats
 import pytest
 from jetstream_kit import FAST, SCHEMA, Sink, eventually
+from nats_kit import server_has_it
 
 from cbs.breaker import plugin as breaker_plugin
 from cbs.contracts import Envelope, codec
@@ -75,7 +76,7 @@ async def test_forged_replies_with_a_wrong_id_are_dropped(nats_server: Any, make
             forged += 1
 
     await forger.subscribe("cbs.slow.work", cb=forge)  # sees every request, no queue group
-    await forger.flush()
+    await server_has_it(forger)
     try:
         replies = await asyncio.gather(
             *(caller.request("slow", "work", {"n": i}, timeout=5) for i in range(40))
