@@ -333,6 +333,7 @@ async def test_the_watchdog_reconnects_a_client_whose_read_loop_died(nats_server
         await raw.close()
         await eventually(lambda: watchdog.restarts == 1, 2, "nats-py still dies on 'NATS/1.0'")
         await eventually(lambda: is_receiving(nc), 2, "reconnected")
+        await server_has_it(nc)  # the SUB it sent again on the fresh connection
         # The subscription came back with the fresh connection.
         assert (await other.request("probe.echo", b"", timeout=2)).data == b"pong"
         assert nc.stats["reconnects"] == 1
