@@ -18,7 +18,8 @@ from nats.aio.client import Client
 from nats_kit import server_has_it
 
 from cbs.nats import _header_fix
-from cbs.nats._header_fix import FAST_HEADERS, FastHeaders, TolerantClient
+from cbs.nats._header_fix import FAST_HEADERS, ORDERED_PING, FastHeaders, TolerantClient
+from cbs.nats._ordered_ping import OrderedPing
 
 _TEXT = st.text(alphabet=st.sampled_from([*"ab-Z9_: \t\r\n\x00é\u2028", "\ud800"]), max_size=6)
 _NAMES = st.one_of(st.sampled_from(["cbs-deadline", "traceparent", "Nats-Msg-Id", ""]), _TEXT)
@@ -81,12 +82,16 @@ def test_a_header_block_reads_as_nats_py_reads_it(raw: bytes) -> None:
 
 
 def test_the_fast_paths_are_on_only_for_the_nats_py_code_they_were_checked_against() -> None:
-    matches = all(
-        _header_fix._fingerprint(vars(Client)[name]) == value
-        for name, value in _header_fix.CHECKED_AGAINST.items()
+    # A method whose code differs from the one checked against turns its fix off...
+    changed = {name: value ^ 1 for name, value in _header_fix.CHECKED_AGAINST.items()}
+    assert not _header_fix._matches(changed)
+    assert not _header_fix._matches(
+        {"_send_ping": _header_fix.PING_CHECKED_AGAINST["_send_ping"] ^ 1}
     )
-    assert FAST_HEADERS is matches
-    assert issubclass(TolerantClient, FastHeaders) is matches
+    # ...and the client is made of the fixes that are on.
+    assert issubclass(TolerantClient, FastHeaders) is FAST_HEADERS
+    assert issubclass(TolerantClient, OrderedPing) is ORDERED_PING
+    assert FAST_HEADERS is _header_fix._matches(_header_fix.CHECKED_AGAINST)
 
 
 async def test_headers_cross_a_real_server_both_ways(nats_server: Any) -> None:

@@ -37,9 +37,10 @@ class MetricsRegistry(Capability):
 
     def __init__(self) -> None:
         self._registry: CollectorRegistry | None = None
-        #: Collectors handed over, by the token ``add`` returned a remover for;
-        #: a maker not called yet while the registry is not made.
-        self._added: dict[object, Collector | Callable[[], Collector]] = {}
+        #: What ``add`` was given, by the token its remover holds.
+        self._makers: dict[object, Callable[[], Collector]] = {}
+        #: The collectors made from them, once the registry is made.
+        self._made: dict[object, Collector] = {}
 
     @property
     def made(self) -> bool:
@@ -52,12 +53,9 @@ class MetricsRegistry(Capability):
         if self._registry is None:
             from prometheus_client import CollectorRegistry
 
-            registry = CollectorRegistry()
-            for token, make in list(self._added.items()):
-                collector = make()  # type: ignore[operator]
-                registry.register(collector)
-                self._added[token] = collector
-            self._registry = registry
+            self._registry = CollectorRegistry()
+            for token in self._makers:
+                self._make(token)
         return self._registry
 
     def add(self, make: Callable[[], Collector]) -> Callable[[], None]:
@@ -65,16 +63,20 @@ class MetricsRegistry(Capability):
         the registry is made, else when it is. Returns a function that takes
         it out again (calling it twice does nothing more)."""
         token = object()
-        if self._registry is None:
-            self._added[token] = make
-        else:
-            collector = make()
-            self._registry.register(collector)
-            self._added[token] = collector
+        self._makers[token] = make
+        if self._registry is not None:
+            self._make(token)
 
         def remove() -> None:
-            added = self._added.pop(token, None)
-            if added is not None and self._registry is not None:
-                self._registry.unregister(added)  # type: ignore[arg-type]
+            self._makers.pop(token, None)
+            collector = self._made.pop(token, None)
+            if collector is not None and self._registry is not None:
+                self._registry.unregister(collector)
 
         return remove
+
+    def _make(self, token: object) -> None:
+        assert self._registry is not None
+        collector = self._makers[token]()
+        self._registry.register(collector)
+        self._made[token] = collector
