@@ -18,7 +18,14 @@ from nats.aio.client import Client
 from nats_kit import server_has_it
 
 from cbs.nats import _header_fix
-from cbs.nats._header_fix import FAST_HEADERS, ORDERED_PING, FastHeaders, TolerantClient
+from cbs.nats._direct import DirectDelivery
+from cbs.nats._header_fix import (
+    DIRECT_DELIVERY,
+    FAST_HEADERS,
+    ORDERED_PING,
+    FastHeaders,
+    TolerantClient,
+)
 from cbs.nats._ordered_ping import OrderedPing
 
 _TEXT = st.text(alphabet=st.sampled_from([*"ab-Z9_: \t\r\n\x00é\u2028", "\ud800"]), max_size=6)
@@ -88,9 +95,13 @@ def test_the_fast_paths_are_on_only_for_the_nats_py_code_they_were_checked_again
     assert not _header_fix._matches(
         {"_send_ping": _header_fix.PING_CHECKED_AGAINST["_send_ping"] ^ 1}
     )
+    assert not _header_fix._matches(
+        {"_process_msg": _header_fix.DIRECT_CHECKED_AGAINST["_process_msg"] ^ 1}
+    )
     # ...and the client is made of the fixes that are on.
     assert issubclass(TolerantClient, FastHeaders) is FAST_HEADERS
     assert issubclass(TolerantClient, OrderedPing) is ORDERED_PING
+    assert issubclass(TolerantClient, DirectDelivery) is DIRECT_DELIVERY
     assert FAST_HEADERS is _header_fix._matches(_header_fix.CHECKED_AGAINST)
 
 

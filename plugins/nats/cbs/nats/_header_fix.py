@@ -38,12 +38,13 @@ import re
 import zlib
 from typing import Any
 
+from cbs.nats._direct import DirectDelivery
 from cbs.nats._ordered_ping import OrderedPing
 from nats.aio import client as _nats_client
 from nats.aio.client import Client
 from nats.protocol.command import pub_cmd as _pub_cmd
 
-__all__ = ["TolerantClient", "FastHeaders", "FAST_HEADERS", "ORDERED_PING"]
+__all__ = ["TolerantClient", "FastHeaders", "DIRECT_DELIVERY", "FAST_HEADERS", "ORDERED_PING"]
 
 log = logging.getLogger("cbs.nats")
 
@@ -103,6 +104,13 @@ def _fingerprint(function: Any) -> int:
 CHECKED_AGAINST = {"_send_publish": 0xA8916F4B, "_process_headers": 0xA6023AF4}
 #: The same for :class:`~cbs.nats._ordered_ping.OrderedPing`'s ``_send_ping``.
 PING_CHECKED_AGAINST = {"_send_ping": 0x5B6CD161}
+#: The same for :class:`~cbs.nats._direct.DirectDelivery`, which repeats the
+#: start of ``_process_msg`` and keeps its map in step with ``_remove_sub``.
+DIRECT_CHECKED_AGAINST = {
+    "_process_msg": 0x5F60043C,
+    "_build_message": 0xDC51538A,
+    "_remove_sub": 0x2D58A8B6,
+}
 
 
 class FastHeaders(Client):
@@ -195,7 +203,10 @@ def _matches(checked: dict[str, int]) -> bool:
 FAST_HEADERS = _matches(CHECKED_AGAINST)
 #: Whether nats-py's ``_send_ping`` is the one :class:`OrderedPing` replaces.
 ORDERED_PING = _matches(PING_CHECKED_AGAINST)
+#: Whether nats-py's message path is the one :class:`DirectDelivery` skips.
+DIRECT_DELIVERY = _matches(DIRECT_CHECKED_AGAINST)
 _BASES: tuple[type[Client], ...] = (
+    *((DirectDelivery,) if DIRECT_DELIVERY else ()),
     *((OrderedPing,) if ORDERED_PING else ()),
     *((FastHeaders,) if FAST_HEADERS else ()),
 ) or (Client,)
@@ -203,8 +214,9 @@ _BASES: tuple[type[Client], ...] = (
 
 class TolerantClient(*_BASES):  # type: ignore[misc]
     """A nats-py client that drops messages it cannot parse, and counts them
-    (with :class:`FastHeaders`' header paths and :class:`OrderedPing`'s
-    flush while nats-py's code is the one they were checked against)."""
+    (with :class:`FastHeaders`' header paths, :class:`OrderedPing`'s flush
+    and :class:`DirectDelivery`'s subscriptions while nats-py's code is the
+    one they were checked against)."""
 
     malformed_messages: int = 0
 

@@ -9,22 +9,20 @@
   at once; no accepted reply in time -> ``Timeout``; a closed or draining
   connection -> ``Unavailable``.
 * Serving subscribes ``cbs.{service}.{verb}`` in queue group ``{service}``.
-  nats-py awaits a subscription's callback one message at a time, so the
-  callback never waits: it starts the handler if one of ``max_concurrency``
-  slots is free, else queues the message in our own bounded queue
-  (``max_pending`` messages, ``max_pending_bytes``), else answers at once
-  with ``Unavailable`` and ``details.retry_after`` (see
-  ``cbs.kernel.transport.Intake``). nats-py's own pending limits on the
-  subscription are set above ours, so it drops nothing silently before we
-  refuse; if it ever does (a stalled event loop), a WARNING says so. A queued
-  message whose ``cbs-deadline`` has passed is answered ``Timeout`` unrun.
+  Each message is handed to the transport as it is read
+  (``cbs.nats._direct``), so the callback never waits: it starts the handler
+  if one of ``max_concurrency`` slots is free, else queues the message in our
+  own bounded queue (``max_pending`` messages, ``max_pending_bytes``), else
+  answers at once with ``Unavailable`` and ``details.retry_after`` (see
+  ``cbs.kernel.transport.Intake``). Where nats-py's queue is used instead
+  (its code not the one direct delivery was checked against), its pending
+  limits sit above ours, so it drops nothing silently before we refuse; if
+  it ever does (a stalled event loop), a WARNING says so. A queued message
+  whose ``cbs-deadline`` has passed is answered ``Timeout`` unrun.
 * A reply larger than the server's ``max_payload`` becomes an ``Internal``
   error reply saying so. A subscription told to give up draining (its
   ``stop()`` cancelled at the body's drain timeout) answers what still runs
   or waits with ``Unavailable`` and cancels those handlers.
-  callback only takes a concurrency slot and spawns the handler: up to
-  ``max_concurrency`` handlers run at once; beyond that the callback waits and
-  messages queue in the subscription (bounded by nats-py's pending limits).
 * A request whose publish the server refuses (NATS permissions) fails at
   once with ``Unavailable("Permissions Violation for Publish to SUBJECT")``:
   the server reports it through the error callback, which fails the requests
@@ -59,6 +57,7 @@ from cbs.contracts import (
 )
 from cbs.kernel import TransportState
 from cbs.kernel.transport import Intake, error_reply, expired, start_eagerly
+from cbs.nats._direct import subscribe_direct
 from cbs.nats._header_fix import TolerantClient
 from cbs.nats._watchdog import ReadLoopWatchdog, is_receiving
 from cbs.nats.auth import NatsAuth, Permissions, denied_publish, fatal_reason
@@ -212,9 +211,9 @@ class _Replies:
         self.wrong = 0
 
     async def start(self, nc: Client) -> None:
-        await nc.subscribe(self.prefix + "*", cb=self.arrived)
+        await subscribe_direct(nc, self.prefix + "*", self.arrived)
 
-    async def arrived(self, msg: Msg) -> None:
+    def arrived(self, msg: Msg) -> None:
         entry = self.waiting.get(msg.subject[len(self.prefix) :])
         if entry is None:  # late (the caller gave up) or made up
             self.wrong += 1
@@ -539,26 +538,29 @@ class NatsBus(TransportState):
                 if following is not None:  # its slot goes on: start the next (not nested)
                     loop.call_soon(start, following, True)
 
-        def start(msg: Msg, queued: bool) -> None:
-            # A task only for handlers that wait: most answer at once.
-            task = start_eagerly(handle(msg, queued), loop)
+        def track(task: asyncio.Task[None] | None) -> None:
             if task is not None:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
-        async def on_message(msg: Msg) -> None:
-            # Never waits for a slot: nats-py delivers one message at a time.
+        def start(msg: Msg, queued: bool) -> None:
+            # A task only for handlers that wait: most answer at once.
+            track(start_eagerly(handle(msg, queued), loop))
+
+        def on_message(msg: Msg) -> None:
+            # Called as each message is read (cbs.nats._direct): never waits.
             if intake.try_run():
                 start(msg, False)
             elif not intake.try_queue(msg, len(msg.data)):
-                await _answer(nc, msg, intake.refusal(msg.data))
+                track(start_eagerly(_answer(nc, msg, intake.refusal(msg.data)), loop))
 
-        # nats-py's own queue only holds what our callback has not seen yet;
-        # its limits sit above ours, so it is never the one to drop.
-        served.sub = await nc.subscribe(
+        # Only without direct delivery does nats-py queue for us; its limits
+        # then sit above ours, so it is never the one to drop.
+        served.sub = await subscribe_direct(
+            nc,
             subject,
+            on_message,
             queue=queue,
-            cb=on_message,
             pending_msgs_limit=max_pending + max_concurrency + 1024,
             pending_bytes_limit=max_pending_bytes + 2 * nc.max_payload,
         )
