@@ -93,6 +93,13 @@ async def test_discovery_replies_have_the_adr32_shapes(nats_server: Any, make_bo
     await body.request("greeter", "say_hello", {"name": "x"})
     with pytest.raises(BadRequest):  # counted as an error
         await body.request("greeter", "say_hello", {})
+    # So are bytes that are no envelope, answered before any middleware runs.
+    foreign = await nats.connect(nats_server.url)
+    try:
+        answer = await foreign.request("cbs.greeter.say_hello", b"\xff not json", timeout=5)
+    finally:
+        await foreign.close()
+    assert json.loads(answer.data)["error"]["code"] == "BadRequest"
     [ping] = await srv(nats_server.url, "$SRV.PING.greet", 0.5)
     assert set(ping) == {"type", "name", "id", "version", "metadata"}
     [info] = await srv(nats_server.url, f"$SRV.INFO.greet.{ping['id']}", 0.5)
@@ -118,7 +125,7 @@ async def test_discovery_replies_have_the_adr32_shapes(nats_server: Any, make_bo
     assert stats["type"] == "io.nats.micro.v1.stats_response"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stats["started"])
     [endpoint] = stats["endpoints"]
-    assert endpoint["num_requests"] == 2 and endpoint["num_errors"] == 1
+    assert endpoint["num_requests"] == 3 and endpoint["num_errors"] == 2
     assert endpoint["last_error"] == "BadRequest"
     assert endpoint["processing_time"] >= endpoint["average_processing_time"] > 0
     assert await srv(nats_server.url, "$SRV.PING.nobody", 0.3) == []
@@ -128,7 +135,7 @@ async def test_discovery_replies_have_the_adr32_shapes(nats_server: Any, make_bo
 
     assert ServicePing.from_dict(ping).name == "greet"
     assert ServiceInfo.from_dict(info).endpoints[0].subject == "cbs.greeter.say_hello"
-    assert ServiceStats.from_dict(stats).endpoints[0].num_requests == 2
+    assert ServiceStats.from_dict(stats).endpoints[0].num_requests == 3
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])

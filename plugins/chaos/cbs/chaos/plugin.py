@@ -38,8 +38,8 @@ log = logging.getLogger("cbs.chaos")
 #: Client side: phase observe, just inside tracing (0), outside metrics (10)
 #: and the resilience layers, so spans, metrics and breakers all see faults.
 CLIENT_PLACEMENT = ("observe", 5)
-#: Server side: outermost, outside nats_stats (outermost, -100), tracing and
-#: the deadline guard: an injected fault happens before the body handles anything.
+#: Server side: outermost, outside tracing and the deadline guard: an injected
+#: fault happens before the body handles anything.
 SERVER_PLACEMENT = ("outermost", -200)
 
 

@@ -19,6 +19,7 @@ from cbs.kernel import Capability
 
 if TYPE_CHECKING:
     from cbs.nats.cluster import ServerInfo
+    from cbs.nats.stats import StatsTable
     from nats.aio.client import Client
     from nats.js import JetStreamContext
 
@@ -34,10 +35,13 @@ class NatsConnection(Capability):
 
     provided_by = "cbs-nats (with the nats transport)"
 
-    def __init__(self, client: Client, url: str) -> None:
+    def __init__(self, client: Client, url: str, stats: StatsTable | None = None) -> None:
         self.client = client
         #: The server URLs, comma-separated, without user, password or token.
         self.url = url
+        #: Counters of each subject served on this connection, by subject
+        #: (what discovery answers on ``$SRV.STATS``); the transport keeps them.
+        self.stats: StatsTable = {} if stats is None else stats
         self._listeners: list[ReconnectListener] = []
         self._server: ServerInfo | None = None
 

@@ -17,7 +17,6 @@ from cbs.kernel import (
     Config,
     ConfigError,
     Directory,
-    MiddlewareRegistry,
     OptionRegistry,
     StashKey,
     TransportRegistry,
@@ -29,10 +28,8 @@ from cbs.nats.capability import NatsConnection
 if TYPE_CHECKING:
     from cbs.nats.auth import NatsAuth
     from cbs.nats.discovery import Discovery
-    from cbs.nats.stats import StatsTable
     from cbs.nats.transport import NatsBus
 
-STATS: StashKey[StatsTable] = StashKey()
 DISCOVERY: StashKey[Discovery] = StashKey()
 
 
@@ -155,16 +152,6 @@ def cbs_register_transports(transports: TransportRegistry) -> None:
     )
 
 
-@hookimpl
-def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
-    if body.transport_name() != "nats":
-        return
-    from cbs.nats.stats import stats_middleware
-
-    table = body.stash.setdefault(STATS, {})
-    middleware.add_server("nats_stats", stats_middleware(table), phase="outermost", order=-100)
-
-
 def _discovery(body: Body) -> Discovery | None:
     """This body's discovery responder (made at the first served cell)."""
     conn = body.capabilities.get(NatsConnection)
@@ -174,7 +161,7 @@ def _discovery(body: Body) -> Discovery | None:
         from cbs.nats.discovery import Discovery
 
         body.stash[DISCOVERY] = Discovery(
-            conn.client, body.stash.get(STATS, {}), conn, body.endpoint_options.metadata
+            conn.client, conn.stats, conn, body.endpoint_options.metadata
         )
     return body.stash[DISCOVERY]
 

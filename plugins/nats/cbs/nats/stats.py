@@ -1,17 +1,12 @@
-"""Per-endpoint counters for discovery: a server middleware composed once per
-endpoint (no per-message hook call). Imports nothing from nats, so that
-registering it costs no start-up time."""
+"""Per-endpoint counters for discovery (``$SRV.STATS``), kept by the transport
+as it answers each request: no middleware layer, no extra call per message.
+Imports nothing from nats."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
 from typing import Any
 
-from cbs.contracts import CbsError, Envelope
-from cbs.kernel import Served, ServerHandler
-
-__all__ = ["EndpointStats", "StatsTable", "stats_middleware"]
+__all__ = ["EndpointStats", "StatsTable"]
 
 
 class EndpointStats:
@@ -38,28 +33,3 @@ class EndpointStats:
 
 
 StatsTable = dict[str, EndpointStats]  # subject -> stats
-
-
-def stats_middleware(table: StatsTable) -> Callable[[Served, ServerHandler], ServerHandler]:
-    """A server middleware factory that counts requests, errors and time."""
-
-    def factory(served: Served, call_next: ServerHandler) -> ServerHandler:
-        stats = table.setdefault(served.subject, EndpointStats())
-        clock = time.perf_counter_ns
-
-        async def counted(request: Envelope, headers: Mapping[str, str]) -> Envelope:
-            began = clock()
-            try:
-                return await call_next(request, headers)
-            except BaseException as exc:
-                stats.num_errors += 1
-                code = exc.code if isinstance(exc, CbsError) else "Internal"
-                stats.last_error = code
-                raise
-            finally:
-                stats.num_requests += 1
-                stats.processing_time += clock() - began
-
-        return counted
-
-    return factory

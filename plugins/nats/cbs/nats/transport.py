@@ -64,6 +64,7 @@ from cbs.nats.auth import NatsAuth, Permissions, denied_publish, fatal_reason
 from cbs.nats.capability import NatsConnection
 from cbs.nats.directory import NatsDirectory
 from cbs.nats.server import NatsServer
+from cbs.nats.stats import EndpointStats, StatsTable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -283,6 +284,7 @@ class NatsBus(TransportState):
         self._slow_warned_at = -1.0
         self._slow_dropped = 0
         self._subscribe = Permissions()
+        self._stats: StatsTable = {}
 
     @property
     def client(self) -> Client:
@@ -428,7 +430,7 @@ class NatsBus(TransportState):
         self._subscribe = auth.subscribe_permissions()
         self._replies = _Replies(self._nc)
         await self._replies.start(self._nc)
-        connection = NatsConnection(self._nc, self.url)
+        connection = NatsConnection(self._nc, self.url, self._stats)
         directory = (NatsDirectory(self._nc),) if self.shared else ()
         self._offered = (self, connection, *directory)
 
@@ -505,9 +507,12 @@ class NatsBus(TransportState):
         tasks = served.tasks
         publish = nc.publish
         clock = loop.time
+        # Kept across re-serving (a cell's new version), as discovery reports it.
+        counts = self._stats.setdefault(subject, EndpointStats())
 
         async def handle(msg: Msg, queued: bool) -> None:
-            started: float | None = clock()
+            began = clock()
+            started: float | None = began
             try:
                 if queued and (served.cut_off or expired(msg.headers)):
                     started = None
@@ -519,6 +524,11 @@ class NatsBus(TransportState):
                     await _answer(nc, msg, error_reply(msg.data, subject, error))
                     return
                 outcome = await handler(msg.data, msg.headers)
+                counts.num_requests += 1
+                counts.processing_time += int((clock() - began) * 1e9)
+                if outcome.error is not None:
+                    counts.num_errors += 1
+                    counts.last_error = outcome.error.code
                 if msg.reply:
                     data = outcome.data
                     if len(data) > nc.max_payload:
