@@ -171,3 +171,27 @@ async def test_a_plain_nats_py_client_gets_the_same_through_its_callback_task(
     finally:
         await other.close()
         await plain.close()
+
+
+async def test_an_answer_is_what_publish_sends_with_its_connection_checks(
+    nats_server: Any,
+) -> None:
+    ours, plain = TolerantClient(), await nats.connect(nats_server.url)
+    await ours.connect(nats_server.url)
+    try:
+        got: asyncio.Queue[Msg] = asyncio.Queue()
+        await plain.subscribe("_INBOX.answer", cb=got.put)
+        await plain.flush()
+        await plain.flush()  # a plain client's PING may overtake its SUB
+        await ours.answer("_INBOX.answer", b"the reply")
+        async with asyncio.timeout(5):
+            msg = await got.get()
+        assert (msg.data, msg.headers) == (b"the reply", None)
+        assert ours.stats["out_msgs"] == 1
+        with pytest.raises(nats.errors.MaxPayloadError):
+            await ours.answer("_INBOX.answer", b"x" * (ours.max_payload + 1))
+    finally:
+        await plain.close()
+        await ours.close()
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await ours.answer("_INBOX.answer", b"late")

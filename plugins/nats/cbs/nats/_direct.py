@@ -10,7 +10,8 @@ request's CPU on the responder, and some on the caller's reply inbox.
 
 :class:`DirectDelivery` hands the messages of a subscription made with
 :func:`subscribe_direct` to a plain function, in the read loop, as each one is
-parsed. nats-py's slow-consumer limits do not apply to them: what bounds them
+parsed, and :meth:`DirectDelivery.answer` replies to one with fewer checks.
+nats-py's slow-consumer limits do not apply to them: what bounds them
 is the function's (``Intake``'s limits for a served subject). Every other
 subscription (JetStream's, a plugin's own) is nats-py's as it was.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from nats import errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -58,6 +60,24 @@ class DirectDelivery(Client):
             deliver(msg)
         except Exception as exc:  # as nats-py treats a failing callback: an async error
             await self._error_cb(exc)
+
+    async def answer(self, subject: str, payload: bytes) -> None:
+        """Publish ``payload``, without headers, to ``subject``: the reply
+        subject of a message this client read. nats-py's ``publish`` with
+        the same checks but the subject's: the parser took it from a protocol
+        line split on whitespace, so there is none in it."""
+        if self.is_closed:
+            raise errors.ConnectionClosedError
+        if self.is_draining_pubs:
+            raise errors.ConnectionDrainingError
+        size = len(payload)
+        if not self.is_connected and (
+            self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
+        ):
+            raise errors.OutboundBufferLimitError
+        if size > self._max_payload:
+            raise errors.MaxPayloadError
+        await self._send_publish(subject, "", payload, size, None)
 
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
         self._direct.pop(sid, None)

@@ -105,9 +105,11 @@ CHECKED_AGAINST = {"_send_publish": 0xA8916F4B, "_process_headers": 0xA6023AF4}
 #: The same for :class:`~cbs.nats._ordered_ping.OrderedPing`'s ``_send_ping``.
 PING_CHECKED_AGAINST = {"_send_ping": 0x5B6CD161}
 #: The same for :class:`~cbs.nats._direct.DirectDelivery`, which repeats the
-#: start of ``_process_msg`` and keeps its map in step with ``_remove_sub``.
+#: start of ``_process_msg`` and the checks of ``publish``, and keeps its map
+#: in step with ``_remove_sub``.
 DIRECT_CHECKED_AGAINST = {
     "_process_msg": 0x5F60043C,
+    "publish": 0x96311D01,
     "_build_message": 0xDC51538A,
     "_remove_sub": 0x2D58A8B6,
 }

@@ -57,7 +57,7 @@ from cbs.contracts import (
 )
 from cbs.kernel import TransportState
 from cbs.kernel.transport import Intake, error_reply, expired, start_eagerly
-from cbs.nats._direct import subscribe_direct
+from cbs.nats._direct import DirectDelivery, subscribe_direct
 from cbs.nats._header_fix import TolerantClient
 from cbs.nats._watchdog import ReadLoopWatchdog, is_receiving
 from cbs.nats.auth import NatsAuth, Permissions, denied_publish, fatal_reason
@@ -505,7 +505,8 @@ class NatsBus(TransportState):
             graceful=self.shared,
         )
         tasks = served.tasks
-        publish = nc.publish
+        # A reply goes to a subject the server sent: no subject check needed.
+        publish = nc.answer if isinstance(nc, DirectDelivery) else nc.publish
         clock = loop.time
         # Kept across re-serving (a cell's new version), as discovery reports it.
         counts = self._stats.setdefault(subject, EndpointStats())
