@@ -73,6 +73,22 @@ async def test_crashing_handler_gives_internal_without_traceback(
     assert await body.request("crashy", "fine", {}) == {"ok": True}
 
 
+async def test_a_handler_raising_cancelled_error_itself_gets_internal(make_body: Any) -> None:
+    cell = Cell("canceller", category="logic", version="1.0.0", purpose="cancels itself")
+
+    @cell.verb("now", schema="test/v1/Any")
+    async def now(payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("after_a_wait"):
+            await asyncio.sleep(0.01)
+        raise asyncio.CancelledError  # nobody cancelled it: a crash
+
+    body = make_body(CellsPlugin(cell))
+    await body.start()
+    for payload in ({}, {"after_a_wait": True}):
+        with pytest.raises(Internal):
+            await body.request("canceller", "now", payload, timeout=5)
+
+
 async def test_malformed_request_gets_bad_request_reply(make_body: Any) -> None:
     body = make_body(greeter_plugin)
     await body.start()

@@ -34,6 +34,13 @@ def test_cells() -> Cell:
     async def headers(payload: dict[str, Any]) -> dict[str, Any]:
         return {"headers": dict(current_request().headers)}
 
+    @cell.verb("cancel_itself", schema="test/v1/Any")
+    async def cancel_itself(payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("after_a_wait"):
+            await asyncio.sleep(0.01)  # in a task of its own by now
+        raise asyncio.CancelledError  # at once: while the transport reads
+        return {}
+
     return cell
 
 
@@ -66,6 +73,19 @@ async def test_error_replies_propagate(body: Body) -> None:
     with pytest.raises(Internal) as internal:
         await body.request("tester", "fail", {})
     assert "hunter2" not in str(internal.value)
+
+
+async def test_a_handler_raising_cancelled_error_itself_is_a_crash(
+    body: Body, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nobody cancelled it: Internal, like any crash, and the connection reads on.
+    assert body.bus is not None
+    for payload in ({}, {"after_a_wait": True}, {}):
+        with pytest.raises(Internal):
+            await body.request("tester", "cancel_itself", payload, timeout=5)
+    assert await body.request("greeter", "say_hello", {"name": "Ada"}) == {"message": "Hello Ada!"}
+    assert "read loop" not in caplog.text and "reconnect" not in caplog.text
+    assert body.bus.receiving
 
 
 async def test_timeout_and_no_responders(body: Body) -> None:

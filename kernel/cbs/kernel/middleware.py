@@ -27,6 +27,7 @@ handler takes ``(request, headers)`` and returns the reply envelope, or raises.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import math
@@ -288,5 +289,17 @@ def server_path(served: Served, factories: Sequence[ServerMiddleware]) -> RawHan
             return Outcome(encode(reply), reply)
         except Exception as exc:
             return fail(request, exc)
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():  # the body or the transport stops it: pass that on
+                raise
+            # The cell raised it of its own accord (nobody cancelled this
+            # task): a crash like any other, or it would end a task that is
+            # not its own (the transport's reading, when it ran eagerly).
+            return fail(request, exc)
 
     return handle
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
