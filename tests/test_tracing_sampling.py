@@ -121,3 +121,55 @@ def test_which_samplers_the_middleware_decides(
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
     assert otel._sampling_from_env() == expected
+
+
+def test_the_unsampled_traceparent_is_what_w3c_trace_context_writes() -> None:
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from cbs.tracing.middleware import GETTER, SETTER, _unsampled, new_unsampled_traceparent
+
+    ours = [new_unsampled_traceparent() for _ in range(200)]
+    assert len(set(ours)) == 200
+    for value in ours:
+        ids = trace.get_current_span(
+            TraceContextTextMapPropagator().extract({"traceparent": value}, getter=GETTER)
+        ).get_span_context()
+        assert ids.is_valid and ids.is_remote and not ids.trace_flags.sampled
+        # OpenTelemetry writes the same bytes for that context.
+        again: dict[str, str] = {}
+        propagate.inject(again, _unsampled_with(ids), SETTER)
+        assert again == {"traceparent": value}
+    theirs: dict[str, str] = {}
+    propagate.inject(theirs, _unsampled(propagate.extract({})), SETTER)
+    assert [len(part) for part in theirs["traceparent"].split("-")] == [2, 32, 16, 2]
+    assert theirs["traceparent"].endswith("-00")
+
+
+def _unsampled_with(ids: Any) -> Any:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    local = SpanContext(ids.trace_id, ids.span_id, False, TraceFlags(TraceFlags.DEFAULT))
+    return trace.set_span_in_context(NonRecordingSpan(local))
+
+
+async def test_baggage_still_goes_along_with_an_unsampled_new_trace(
+    make_body: Any, sampler: Any, tmp_path: Path
+) -> None:
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+
+    sampler("0")
+    path = tmp_path / "spans.jsonl"
+    body = make_body(tracing_plugin, HopPlugin(), config={"tracing_file": str(path)})
+    await body.start()
+    assert otel.head_sampling(body) == otel.HeadSampling(0.0)
+    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        seen = await body.request("hop", "hop", {})
+    finally:
+        otel_context.detach(token)
+    assert seen["traceparent"].endswith("-00") and seen.get("baggage") == "tenant=acme", seen
+    await body.stop()
+    assert spans(path) == []

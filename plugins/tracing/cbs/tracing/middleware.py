@@ -58,6 +58,7 @@ __all__ = [
     "HeaderSetter",
     "context_fields",
     "error_code",
+    "new_unsampled_traceparent",
     "traced_client",
     "traced_server",
     "tracer_of",
@@ -159,6 +160,13 @@ def _unsampled(parent: Context) -> Context:
     return trace.set_span_in_context(NonRecordingSpan(ids), parent)
 
 
+def new_unsampled_traceparent() -> str:
+    """The ``traceparent`` W3C trace context writes for a new trace that is
+    not sampled (what ``inject`` gives for :func:`_unsampled`'s context, at
+    a sixth of its cost: most requests take this path when sampling)."""
+    return f"00-{getrandbits(128) or 1:032x}-{getrandbits(64) or 1:016x}-00"
+
+
 def _sampled(ids: SpanContext, ratio: float) -> bool:
     """Head sampling: follow the parent's decision; a new trace is sampled
     with probability ``ratio``."""
@@ -219,7 +227,12 @@ def traced_client(
             ids = current_span(parent).get_span_context()
         if head is not None and not _sampled(ids, ratio):
             ctx = parent if parent is not None else get_current()
-            inject(headers, ctx if ids.is_valid else _unsampled(ctx), SETTER)
+            if ids.is_valid:
+                inject(headers, ctx, SETTER)
+            elif fields is not None and not ctx:  # W3C only, no baggage: one header
+                headers["traceparent"] = new_unsampled_traceparent()
+            else:
+                inject(headers, _unsampled(ctx), SETTER)
             envelope_token = ENVELOPE_ID.set(request.id)
             try:
                 return await call_next(request, headers, timeout)
