@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tracing_cells import HopPlugin
 
 from cbs.nats import plugin as nats_plugin
@@ -173,3 +175,60 @@ async def test_baggage_still_goes_along_with_an_unsampled_new_trace(
     assert seen["traceparent"].endswith("-00") and seen.get("baggage") == "tenant=acme", seen
     await body.stop()
     assert spans(path) == []
+
+
+_HEX = "0123456789abcdefABCDEF"
+_PARTS = st.tuples(
+    st.sampled_from(["00", "01", "ff", "0g", "0"]),
+    st.one_of(
+        st.just("0" * 32),
+        st.text(_HEX[:16], min_size=32, max_size=32),  # most: canonical
+        st.text(_HEX[:16], min_size=32, max_size=32),
+        st.text(_HEX, min_size=31, max_size=33),
+    ),
+    st.one_of(
+        st.just("0" * 16),
+        st.text(_HEX[:16], min_size=16, max_size=16),
+        st.text(_HEX[:16], min_size=16, max_size=16),
+        st.text(_HEX, min_size=15, max_size=17),
+    ),
+    st.sampled_from(["00", "01", "ff", "1", "zz"]),
+    st.sampled_from(["", "-x", " ", "\t"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    parts=_PARTS,
+    extra=st.dictionaries(st.sampled_from(["tracestate", "baggage", "x"]), st.just("a=b")),
+)
+def test_the_fast_extract_gives_what_the_propagators_give(
+    parts: tuple[str, ...], extra: dict[str, str]
+) -> None:
+    from opentelemetry import propagate, trace
+
+    from cbs.tracing.middleware import GETTER, extract_w3c
+
+    version, trace_id, span_id, flags, tail = parts
+    headers = {"traceparent": f"{version}-{trace_id}-{span_id}-{flags}{tail}", **extra}
+    ours = extract_w3c(headers)
+    theirs = trace.get_current_span(propagate.extract(headers, None, GETTER)).get_span_context()
+    if ours is None:  # not decided here: the propagators are asked
+        canonical = version == "00" and not tail and not {"tracestate", "baggage"} & set(extra)
+        lower = all(len(p) == n and p == p.lower() for p, n in ((trace_id, 32), (span_id, 16)))
+        assert not (canonical and lower and flags in ("00", "01", "ff") and theirs.is_valid)
+        return
+    assert trace.get_current_span(ours).get_span_context() == theirs and theirs.is_valid
+
+
+def test_a_canonical_traceparent_is_decided_without_the_propagators() -> None:
+    from opentelemetry import trace
+
+    from cbs.tracing.middleware import extract_w3c
+
+    found = extract_w3c({"traceparent": SAMPLED, "cbs-deadline": "1.0"})
+    assert found is not None
+    ids = trace.get_current_span(found).get_span_context()
+    assert (ids.trace_id, ids.span_id) == (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
+    assert ids.is_remote and ids.trace_flags.sampled
+    assert extract_w3c({"traceparent": SAMPLED, "tracestate": "a=b"}) is None
