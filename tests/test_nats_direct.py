@@ -8,12 +8,15 @@ with plain nats-py clients publishing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats_kit import server_has_it
 
 from cbs.nats._direct import subscribe_direct
 from cbs.nats._header_fix import DIRECT_DELIVERY, TolerantClient
@@ -42,15 +45,22 @@ class Collected:
         return self.msgs
 
 
-async def _pair(url: str) -> tuple[TolerantClient, Client]:
+@contextlib.asynccontextmanager
+async def _clients(url: str, **options: Any) -> AsyncIterator[tuple[TolerantClient, Client]]:
+    """CBS's client (connected with ``options``) and a plain nats-py one,
+    both closed at the end."""
     ours = TolerantClient()
-    await ours.connect(url)
-    return ours, await nats.connect(url)
+    await ours.connect(url, **options)
+    other = await nats.connect(url)
+    try:
+        yield ours, other
+    finally:
+        await other.close()
+        await ours.close()
 
 
 async def test_messages_are_handed_over_in_order_and_never_queued(nats_server: Any) -> None:
-    ours, other = await _pair(nats_server.url)
-    try:
+    async with _clients(nats_server.url) as (ours, other):
         got = Collected()
         sub = await subscribe_direct(ours, "direct.a", got, queue="q")
         await ours.flush()
@@ -63,16 +73,12 @@ async def test_messages_are_handed_over_in_order_and_never_queued(nats_server: A
         assert sub._wait_for_msgs_task is None  # no callback task: nothing queued
         assert sub._pending_queue.qsize() == 0 and sub._received == 200
         assert ours.stats["in_msgs"] >= 200
-    finally:
-        await other.close()
-        await ours.close()
 
 
 async def test_what_came_while_subscribing_is_handed_over_first(
     nats_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ours, other = await _pair(nats_server.url)
-    try:
+    async with _clients(nats_server.url) as (ours, other):
         subscribe = ours.subscribe
 
         async def subscribe_and_receive(*args: Any, **kwargs: Any) -> Any:
@@ -97,9 +103,6 @@ async def test_what_came_while_subscribing_is_handed_over_first(
         async with asyncio.timeout(5):
             await sub.drain()  # joins the queue the early ones were taken from
         assert sub._id not in ours._direct
-    finally:
-        await other.close()
-        await ours.close()
 
 
 async def test_a_failing_function_is_an_async_error_and_reading_goes_on(
@@ -110,10 +113,7 @@ async def test_a_failing_function_is_an_async_error_and_reading_goes_on(
     async def error_cb(exc: Exception) -> None:
         errors.append(exc)
 
-    ours = TolerantClient()
-    await ours.connect(nats_server.url, error_cb=error_cb)
-    other = await nats.connect(nats_server.url)
-    try:
+    async with _clients(nats_server.url, error_cb=error_cb) as (ours, other):
         got = Collected()
 
         def deliver(msg: Msg) -> None:
@@ -128,14 +128,10 @@ async def test_a_failing_function_is_an_async_error_and_reading_goes_on(
         assert [m.data for m in await got.until(2)] == [b"one", b"two"]
         assert [str(e) for e in errors] == ["the function failed"]
         assert ours.malformed_messages == 0 and ours.is_connected
-    finally:
-        await other.close()
-        await ours.close()
 
 
 async def test_unsubscribed_it_is_handed_nothing_more(nats_server: Any) -> None:
-    ours, other = await _pair(nats_server.url)
-    try:
+    async with _clients(nats_server.url) as (ours, other):
         got = Collected()
         sub = await subscribe_direct(ours, "direct.d", got)
         await ours.flush()
@@ -150,9 +146,6 @@ async def test_unsubscribed_it_is_handed_nothing_more(nats_server: Any) -> None:
         await other.publish("direct.d", b"after")
         assert [m.data for m in await later.until(1)] == [b"after"]
         assert [m.data for m in got.msgs] == [b"before"]
-    finally:
-        await other.close()
-        await ours.close()
 
 
 async def test_a_plain_nats_py_client_gets_the_same_through_its_callback_task(
@@ -163,8 +156,7 @@ async def test_a_plain_nats_py_client_gets_the_same_through_its_callback_task(
         got = Collected()
         sub = await subscribe_direct(plain, "direct.e", got, pending_msgs_limit=10)
         assert sub._pending_msgs_limit == 10 and sub._wait_for_msgs_task is not None
-        await plain.flush()
-        await plain.flush()  # a plain client's PING may overtake its SUB
+        await server_has_it(plain)
         for i in range(5):
             await other.publish("direct.e", b"%d" % i)
         assert [m.data for m in await got.until(5)] == [b"%d" % i for i in range(5)]
@@ -176,13 +168,10 @@ async def test_a_plain_nats_py_client_gets_the_same_through_its_callback_task(
 async def test_an_answer_is_what_publish_sends_with_its_connection_checks(
     nats_server: Any,
 ) -> None:
-    ours, plain = TolerantClient(), await nats.connect(nats_server.url)
-    await ours.connect(nats_server.url)
-    try:
+    async with _clients(nats_server.url) as (ours, plain):
         got: asyncio.Queue[Msg] = asyncio.Queue()
         await plain.subscribe("_INBOX.answer", cb=got.put)
-        await plain.flush()
-        await plain.flush()  # a plain client's PING may overtake its SUB
+        await server_has_it(plain)
         await ours.answer("_INBOX.answer", b"the reply")
         async with asyncio.timeout(5):
             msg = await got.get()
@@ -190,8 +179,5 @@ async def test_an_answer_is_what_publish_sends_with_its_connection_checks(
         assert ours.stats["out_msgs"] == 1
         with pytest.raises(nats.errors.MaxPayloadError):
             await ours.answer("_INBOX.answer", b"x" * (ours.max_payload + 1))
-    finally:
-        await plain.close()
-        await ours.close()
-    with pytest.raises(nats.errors.ConnectionClosedError):
+    with pytest.raises(nats.errors.ConnectionClosedError):  # closed by now
         await ours.answer("_INBOX.answer", b"late")

@@ -22,7 +22,7 @@ import orjson
 
 from cbs.contracts import Cell, Endpoint
 from cbs.nats.capability import NatsConnection
-from cbs.nats.stats import EndpointStats, StatsTable
+from cbs.nats.stats import EndpointStats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.nuid import NUID
@@ -72,17 +72,11 @@ def _endpoints(cell: Cell, more: Metadata | None = None) -> list[dict[str, Any]]
 class Discovery:
     """Answers ADR-32 requests for the cells of one body."""
 
-    def __init__(
-        self,
-        nc: Client,
-        table: StatsTable,
-        connection: NatsConnection | None = None,
-        metadata: Metadata | None = None,
-    ) -> None:
-        self._nc = nc
+    def __init__(self, connection: NatsConnection, metadata: Metadata | None = None) -> None:
+        self._nc = connection.client
         self._connection = connection
         self._metadata = metadata
-        self._table = table
+        self._table = connection.stats  # kept by the transport as it answers
         self._nuid = NUID()
         self._cells: list[tuple[Cell, str, str]] = []  # cell, instance id, started
         self._subs: list[Any] = []
@@ -142,8 +136,6 @@ class Discovery:
                 await self._nc.publish(msg.reply, orjson.dumps(reply))
 
     async def _where(self) -> dict[str, str]:
-        if self._connection is None:
-            return {}
         info = await self._connection.server()
         where = {"cbs.server": info.name} if info.name else {}
         if info.cluster:

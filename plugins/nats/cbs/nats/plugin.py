@@ -160,9 +160,7 @@ def _discovery(body: Body) -> Discovery | None:
     if DISCOVERY not in body.stash:
         from cbs.nats.discovery import Discovery
 
-        body.stash[DISCOVERY] = Discovery(
-            conn.client, conn.stats, conn, body.endpoint_options.metadata
-        )
+        body.stash[DISCOVERY] = Discovery(conn, body.endpoint_options.metadata)
     return body.stash[DISCOVERY]
 
 

@@ -136,7 +136,7 @@ def extract_w3c(headers: Mapping[str, str]) -> Context | None:
     if not trace_id or not span_id:
         return None
     ids = SpanContext(trace_id, span_id, True, TraceFlags(int(value[53:], 16)))
-    return trace.set_span_in_context(NonRecordingSpan(ids), Context())
+    return trace.set_span_in_context(NonRecordingSpan(ids), _EMPTY)
 
 
 def _extractor(fields: frozenset[str] | None) -> Callable[[Mapping[str, str]], Context]:
