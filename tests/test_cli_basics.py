@@ -258,7 +258,26 @@ NOT_AT_START_UP = [
     "yaml",
     "cbs.spec.runner",
     "cbs.pool.control",
+    # the request path and the event loop: a body built to list plugins,
+    # commands or cells composes no chain and runs no loop
+    "asyncio",
+    "cbs.kernel.middleware",
+    "cbs.kernel.transport",
+    "cbs.pool.supervisor",
+    "cbs.chaos.layers",
+    "cbs.metrics.stats",
 ]
+
+
+def test_the_version_imports_neither_the_body_nor_the_codec() -> None:
+    code = (
+        "import sys; from cbs.kernel.cli import main; main(['--version']);"
+        " print([m for m in ('cbs.kernel.body', 'cbs.contracts.codec', 'asyncio')"
+        " if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_start_up_imports_only_what_it_needs() -> None:

@@ -9,12 +9,11 @@ chains are composed again.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -35,7 +34,6 @@ from cbs.kernel.cell import Cell as KernelCell
 from cbs.kernel.config import Config, resolve
 from cbs.kernel.errors import ConfigError
 from cbs.kernel.hooks import call_registration, notify
-from cbs.kernel.middleware import ClientHandler, Served, Target, client_chain, server_path
 from cbs.kernel.plugins import PluginInfo, Selection, load_plugins
 from cbs.kernel.registries import (
     CellFieldRegistry,
@@ -47,6 +45,15 @@ from cbs.kernel.registries import (
     TransportRegistry,
 )
 from cbs.kernel.stash import Stash
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from cbs.kernel.middleware import ClientHandler
+
+# asyncio and the middleware (the request path) are imported where a body
+# starts, serves or drains: building one to list plugins or commands, as
+# every `cbs` command does first, needs neither.
 
 __all__ = ["Body", "ANY_SCHEMA"]
 
@@ -259,6 +266,8 @@ class Body:
         return serving
 
     async def _subscribe(self, serving: _Serving) -> None:
+        from cbs.kernel.middleware import Served, server_path
+
         assert self.bus is not None
         cell = serving.cell
         server_mw = self.middleware.server_factories()
@@ -282,6 +291,8 @@ class Body:
         finish in the background, up to ``drain_timeout``); it stays
         installed and started. False if it is not served or already out.
         Load balancers use it to route around a saturated instance."""
+        import asyncio
+
         serving = self._serving_of(cell_id)
         if serving is None or not serving.subscriptions or self.state != "started":
             return False
@@ -328,6 +339,8 @@ class Body:
         """Stop subscriptions, waiting up to ``timeout`` for their in-flight
         handlers; past it their ``stop()`` is cancelled: the transport answers
         what still runs or waits with ``Unavailable`` and cancels it."""
+        import asyncio
+
         if not subscriptions:
             return
         stopping = asyncio.gather(*(s.stop() for s in subscriptions), return_exceptions=True)
@@ -412,6 +425,8 @@ class Body:
         await self._teardown()
 
     async def _teardown(self) -> None:
+        import asyncio
+
         if self._stepping_out:
             await asyncio.gather(*self._stepping_out, return_exceptions=True)
         serving, self._serving = self._serving, []
@@ -462,6 +477,8 @@ class Body:
         already in place, so a signal during it drains once it is done
         rather than killing the process; ``on_ready`` runs after it, unless a
         signal came meanwhile."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         sigs = (signal.SIGINT, signal.SIGTERM)
@@ -482,6 +499,8 @@ class Body:
     # -- flows --------------------------------------------------------------------------
 
     def _chain(self, service: str, verb: str) -> tuple[ClientHandler, str]:
+        from cbs.kernel.middleware import Target, client_chain
+
         check_name("service", service)
         check_name("verb", verb)
         cell = self.cells.find_endpoint(service, verb)

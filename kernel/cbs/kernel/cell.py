@@ -23,19 +23,22 @@ the envelope or headers calls ``cbs.kernel.current_request()``.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import inspect
-import multiprocessing
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cbs.contracts import Endpoint, PayloadHandler, subject_for
 from cbs.contracts.envelope import ERROR_SCHEMA, check_name, check_schema
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+# asyncio and the executors are imported where a handler runs elsewhere:
+# listing cells (cbs cells, cbs plugins) needs neither.
 
 __all__ = ["Cell", "CATEGORIES", "ISOLATIONS"]
 
@@ -61,6 +64,9 @@ def _as_async(
         if pool is None:
             inline: Mapping[str, Any] = func(payload)
             return inline
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
         loop = asyncio.get_running_loop()
         if isinstance(pool, ThreadPoolExecutor):  # current_request() works there too
             call = functools.partial(contextvars.copy_context().run, func, payload)
@@ -227,6 +233,9 @@ class Cell:
         if self.isolation == "none":
             return None
         if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
             if self.isolation == "process":
                 context = multiprocessing.get_context("spawn")
                 self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
@@ -242,4 +251,6 @@ class Cell:
         resources (and call ``super().stop()``: it shuts the cell's pool down)."""
         pool, self._pool = self._pool, None
         if pool is not None:
+            import asyncio
+
             await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)

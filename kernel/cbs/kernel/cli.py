@@ -8,16 +8,18 @@ an error reply or failure); ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import inspect
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cbs.contracts import CbsError
 from cbs.kernel.errors import UsageError
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["build_parser", "main", "version_line"]
 
@@ -192,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         new_loop = loop_factory(pre.loop)
         result = command.item.run(body, args)
         if inspect.isawaitable(result):
+            import asyncio  # here: listing commands (cbs plugins, --help) never need it
+
             with asyncio.Runner(loop_factory=new_loop) as runner:
                 result = runner.run(_run_async(body, result))
         sys.stdout.flush()  # here, so a closed pipe is handled below, not at exit

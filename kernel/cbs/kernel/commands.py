@@ -16,10 +16,10 @@ from cbs.kernel.capabilities import Directory, Runner, SpecServer
 from cbs.kernel.config import number
 from cbs.kernel.errors import UsageError
 from cbs.kernel.plugins import hookimpl
-from cbs.kernel.registries import CellField, CommandRegistry, OptionRegistry, Registered
 
 if TYPE_CHECKING:
     from cbs.kernel.body import Body
+    from cbs.kernel.registries import CellField, CommandRegistry, OptionRegistry, Registered
 
 log = logging.getLogger("cbs")
 

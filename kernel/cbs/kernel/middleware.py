@@ -52,6 +52,7 @@ from cbs.contracts import (
     codec,
 )
 from cbs.contracts.envelope import UUID4_RE, check_name, check_schema
+from cbs.kernel.registries import PHASES
 
 __all__ = [
     "ClientHandler",
@@ -90,16 +91,6 @@ def deadline_left(raw: str | None, now: float) -> float | None:
         return None
     return deadline - now if math.isfinite(deadline) else None
 
-
-#: Middleware phases, outermost first. Client side: ``outermost`` (sees the
-#: whole call, e.g. fault injection), ``observe`` (tracing, metrics: one span
-#: and one count per call), ``resilience`` (deadlines, bulkheads, retries,
-#: breakers: may call what is inside more than once), ``attempt`` (once per
-#: attempt: per-attempt timeouts), ``transport`` (next to the wire). The
-#: server side uses the same names: ``outermost`` (discovery counters, deadline
-#: guards), ``observe``, ``resilience``, ``attempt``, ``transport`` (next to the
-#: cell's handler).
-PHASES = ("outermost", "observe", "resilience", "attempt", "transport")
 
 log = logging.getLogger("cbs.kernel")
 

@@ -22,10 +22,10 @@ from cbs.contracts.envelope import NAME_RE
 from cbs.kernel.config import Config, Option
 from cbs.kernel.errors import PluginError
 from cbs.kernel.hooks import current_plugin
-from cbs.kernel.middleware import PHASES, ClientMiddleware, ServerMiddleware
 
 if TYPE_CHECKING:
     from cbs.kernel.body import Body
+    from cbs.kernel.middleware import ClientMiddleware, ServerMiddleware
 
 __all__ = [
     "Registered",
@@ -41,6 +41,16 @@ __all__ = [
     "Command",
     "CellField",
 ]
+
+#: Middleware phases, outermost first. Client side: ``outermost`` (sees the
+#: whole call, e.g. fault injection), ``observe`` (tracing, metrics: one span
+#: and one count per call), ``resilience`` (deadlines, bulkheads, retries,
+#: breakers: may call what is inside more than once), ``attempt`` (once per
+#: attempt: per-attempt timeouts), ``transport`` (next to the wire). The
+#: server side uses the same names: ``outermost`` (discovery counters, deadline
+#: guards), ``observe``, ``resilience``, ``attempt``, ``transport`` (next to the
+#: cell's handler).
+PHASES = ("outermost", "observe", "resilience", "attempt", "transport")
 
 T = TypeVar("T")
 

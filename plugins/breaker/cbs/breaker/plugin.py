@@ -10,22 +10,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import pluggy
-
 from cbs.breaker import hookspecs
 from cbs.kernel import (
-    Body,
-    CellFieldRegistry,
-    ClientHandler,
-    Config,
     EndpointOption,
-    EndpointOptionRegistry,
-    MiddlewareRegistry,
-    OptionRegistry,
-    Served,
-    ServerHandler,
     StashKey,
-    Target,
     TransportState,
     hookimpl,
 )
@@ -33,8 +21,22 @@ from cbs.kernel import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import pluggy
+
     from cbs.breaker.report import BreakerTable, Responder
     from cbs.breaker.settings import Settings
+    from cbs.kernel import (
+        Body,
+        CellFieldRegistry,
+        ClientHandler,
+        Config,
+        EndpointOptionRegistry,
+        MiddlewareRegistry,
+        OptionRegistry,
+        Served,
+        ServerHandler,
+        Target,
+    )
 
 TABLE: StashKey[BreakerTable] = StashKey()
 RESPONDER: StashKey[Responder] = StashKey()
@@ -226,9 +228,21 @@ async def cbs_body_stopping(body: Body) -> None:
 
 @hookimpl
 def cbs_add_cell_fields(fields: CellFieldRegistry) -> None:
-    from cbs.breaker.report import cells_field, format_field
+    fields.add("breaker", _cells_field, text=_format_field)
 
-    fields.add("breaker", cells_field, text=format_field)
+
+# The report (and the request path it needs) is imported when `cbs cells`
+# shows the field, not whenever a body is built.
+async def _cells_field(body: Body, cells: list[dict[str, Any]]) -> dict[str, Any]:
+    from cbs.breaker.report import cells_field
+
+    return await cells_field(body, cells)
+
+
+def _format_field(value: Any) -> str:
+    from cbs.breaker.report import format_field
+
+    return format_field(value)
 
 
 @hookimpl

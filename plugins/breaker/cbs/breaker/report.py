@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from cbs.breaker.circuit import OPEN, STATES, BreakerSettings, CircuitBreaker
 from cbs.contracts import Bus, Outcome, Subscription
-from cbs.kernel.transport import answer_control, gather_replies
 
 if TYPE_CHECKING:
     from cbs.kernel import Body
@@ -108,6 +107,8 @@ class Responder:
         self.queue = f"breaker_{table.instance}"  # a group of one: every body hears each query
 
     async def start(self) -> None:
+        from cbs.kernel.transport import answer_control  # the table is made by every body
+
         bus, table = self.bus, self.table
         answer = answer_control(bus, _REPLY_PREFIX, lambda query: table.message())
         self.sub = await bus.serve(QUERY_SUBJECT, self.queue, answer, max_concurrency=4)
@@ -122,6 +123,8 @@ async def gather(bus: Bus, *, wait: float = 0.5, quiet: float = 0.15) -> list[di
     """Ask every body on ``bus`` for its breakers' states. Replies are taken
     for ``wait`` seconds at most, and no longer than ``quiet`` seconds after
     the last one."""
+    from cbs.kernel.transport import gather_replies
+
     return await gather_replies(
         bus,
         QUERY_SUBJECT,

@@ -22,7 +22,7 @@ from cbs.kernel import lazy_exports
 
 if TYPE_CHECKING:
     from cbs.chaos.control import CONTROL_SUBJECT
-    from cbs.chaos.layers import ChaosState
+    from cbs.chaos.state import ChaosState
     from cbs.kernel import Body
 
 __all__ = [

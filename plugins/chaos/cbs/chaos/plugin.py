@@ -11,21 +11,26 @@ import logging
 from typing import TYPE_CHECKING
 
 from cbs.kernel import (
-    Body,
-    CommandRegistry,
-    Config,
     ConfigError,
-    MiddlewareRegistry,
-    OptionRegistry,
     StashKey,
-    Target,
     TransportState,
     hookimpl,
 )
 
 if TYPE_CHECKING:
     from cbs.chaos.control import Responder
-    from cbs.chaos.layers import ChaosState
+    from cbs.chaos.state import ChaosState
+    from cbs.kernel import (
+        Body,
+        ClientHandler,
+        CommandRegistry,
+        Config,
+        MiddlewareRegistry,
+        OptionRegistry,
+        Served,
+        ServerHandler,
+        Target,
+    )
 
 STATE: StashKey[ChaosState] = StashKey()
 RESPONDER: StashKey[Responder] = StashKey()
@@ -71,8 +76,8 @@ def _control_on(config: Config) -> bool:
 
 @hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body: Body) -> None:
-    from cbs.chaos.layers import ChaosState, client_layer, server_layer
     from cbs.chaos.rules import read_rules
+    from cbs.chaos.state import ChaosState
 
     rules = read_rules(config.get("chaos_file"))  # ConfigError if bad
     if not rules and not _control_on(config):
@@ -84,10 +89,21 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, config: Config, body
         cell = body.cells.find_endpoint(target.service, target.verb)
         return None if cell is None else cell.id
 
+    # The layers are imported when a chain is composed (`cbs plugins` composes none).
+    def client(target: Target, call_next: ClientHandler) -> ClientHandler:
+        from cbs.chaos.layers import client_layer
+
+        return client_layer(state, cell_of)(target, call_next)
+
+    def server(served: Served, call_next: ServerHandler) -> ServerHandler:
+        from cbs.chaos.layers import server_layer
+
+        return server_layer(state)(served, call_next)
+
     phase, order = CLIENT_PLACEMENT
-    middleware.add_client("chaos", client_layer(state, cell_of), phase=phase, order=order)
+    middleware.add_client("chaos", client, phase=phase, order=order)
     phase, order = SERVER_PLACEMENT
-    middleware.add_server("chaos", server_layer(state), phase=phase, order=order)
+    middleware.add_server("chaos", server, phase=phase, order=order)
 
 
 @hookimpl

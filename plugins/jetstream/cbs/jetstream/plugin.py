@@ -13,9 +13,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import pluggy
-
-from cbs.contracts import Cell
 from cbs.jetstream import hookspecs
 from cbs.jetstream.commands import (
     configure_dlq,
@@ -27,11 +24,6 @@ from cbs.jetstream.commands import (
 )
 from cbs.jetstream.settings import DURABLE, Settings, durable_verbs, parse_duration
 from cbs.kernel import (
-    Body,
-    CommandRegistry,
-    Config,
-    EndpointOptionRegistry,
-    OptionRegistry,
     StashKey,
     hookimpl,
 )
@@ -40,7 +32,17 @@ from cbs.nats import NatsConnection
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import pluggy
+
+    from cbs.contracts import Cell
     from cbs.jetstream.runtime import JetStreamRuntime
+    from cbs.kernel import (
+        Body,
+        CommandRegistry,
+        Config,
+        EndpointOptionRegistry,
+        OptionRegistry,
+    )
 
 log = logging.getLogger("cbs.jetstream")
 

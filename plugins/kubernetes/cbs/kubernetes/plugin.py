@@ -3,7 +3,12 @@ Only hook implementations live here."""
 
 from __future__ import annotations
 
-from cbs.kernel import CommandRegistry, hookimpl
+from typing import TYPE_CHECKING
+
+from cbs.kernel import hookimpl
+
+if TYPE_CHECKING:
+    from cbs.kernel import CommandRegistry
 
 
 @hookimpl

@@ -8,16 +8,11 @@ prometheus_client is imported when the body's registry is first read.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
 from cbs.kernel import (
-    Body,
-    Cell,
     ConfigError,
-    MiddlewareRegistry,
-    OptionRegistry,
     StashKey,
     TransportState,
     hookimpl,
@@ -28,6 +23,16 @@ from cbs.metrics import METRICS, MetricsRegistry
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from cbs.kernel import (
+        Body,
+        Cell,
+        ClientHandler,
+        MiddlewareRegistry,
+        OptionRegistry,
+        Served,
+        ServerHandler,
+        Target,
+    )
     from cbs.metrics.health import Health
     from cbs.metrics.http import MetricsServer
     from cbs.metrics.stats import BodyStats
@@ -89,11 +94,20 @@ def pool_groups(body: Body) -> list[Any]:
 
 @hookimpl
 def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
-    from cbs.metrics.stats import client_middleware, server_middleware
+    # The counters (and the request path they import) are made when a chain
+    # is composed: `cbs plugins` registers middleware but composes none.
+    def client(target: Target, call_next: ClientHandler) -> ClientHandler:
+        from cbs.metrics.stats import client_middleware
 
-    stats = body_stats(body)
-    middleware.add_client("metrics", client_middleware(stats), phase="observe", order=ORDER)
-    middleware.add_server("metrics", server_middleware(stats), phase="observe", order=ORDER)
+        return client_middleware(body_stats(body))(target, call_next)
+
+    def server(served: Served, call_next: ServerHandler) -> ServerHandler:
+        from cbs.metrics.stats import server_middleware
+
+        return server_middleware(body_stats(body))(served, call_next)
+
+    middleware.add_client("metrics", client, phase="observe", order=ORDER)
+    middleware.add_server("metrics", server, phase="observe", order=ORDER)
 
 
 def _forget(body: Body) -> None:
@@ -106,6 +120,8 @@ def _forget(body: Body) -> None:
 
 @hookimpl
 async def cbs_body_starting(body: Body) -> None:
+    import asyncio
+
     from cbs.metrics.health import Health, readiness
 
     stats = body_stats(body)
@@ -165,6 +181,8 @@ def cbs_body_stopping(body: Body) -> None:
 async def cbs_body_stopped(body: Body) -> None:
     server = body.stash.get(SERVER, None)
     if server is not None:
+        import asyncio
+
         del body.stash[SERVER]
         await asyncio.to_thread(server.stop)
     _forget(body)

@@ -6,26 +6,28 @@ so ``cbs plugins`` stays fast.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from cbs.kernel import (
-    Body,
-    Cell,
-    CommandRegistry,
-    Config,
     ConfigError,
     Directory,
-    OptionRegistry,
     StashKey,
-    TransportRegistry,
     hookimpl,
     number,
 )
 from cbs.nats.capability import NatsConnection
 
 if TYPE_CHECKING:
+    import argparse
+
+    from cbs.kernel import (
+        Body,
+        Cell,
+        CommandRegistry,
+        Config,
+        OptionRegistry,
+        TransportRegistry,
+    )
     from cbs.nats.auth import NatsAuth
     from cbs.nats.discovery import Discovery
     from cbs.nats.transport import NatsBus
@@ -221,6 +223,8 @@ def _configure_server(parser: argparse.ArgumentParser) -> None:
 
 
 async def _server(body: Body, args: argparse.Namespace) -> int:
+    import asyncio
+
     from cbs.contracts import Unavailable
     from cbs.nats.server import NatsServer
 

@@ -7,20 +7,13 @@ Only hook implementations live here; the supervisor is imported when used.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import socket
 from typing import TYPE_CHECKING, Any
 
 from cbs.kernel import (
-    Body,
-    CellFieldRegistry,
-    CommandRegistry,
-    Config,
     ConfigError,
-    MiddlewareRegistry,
-    OptionRegistry,
     StashKey,
     UsageError,
     hookimpl,
@@ -28,12 +21,26 @@ from cbs.kernel import (
 )
 
 if TYPE_CHECKING:
+    import argparse
+
+    from cbs.kernel import (
+        Body,
+        CellFieldRegistry,
+        CommandRegistry,
+        Config,
+        MiddlewareRegistry,
+        OptionRegistry,
+    )
     from cbs.pool.heartbeat import Heartbeat
     from cbs.pool.scaler import PoolScaler
+    from cbs.pool.settings import Settings
     from cbs.pool.specs import SidecarSpec
 
 HEARTBEAT: StashKey[Heartbeat] = StashKey()
 SCALER: StashKey[PoolScaler] = StashKey()
+#: What the scaler is made with when the body starts (a body built only to
+#: list plugins or cells never imports it).
+SCALER_PLAN: StashKey[tuple[Settings, str, dict[str, str]]] = StashKey()
 
 
 def _default_pool_id() -> str:
@@ -96,17 +103,19 @@ def cbs_add_options(options: OptionRegistry) -> None:
 
 @hookimpl
 def cbs_configured(config: Config, body: Body) -> None:
-    from cbs.pool.specs import load_pool_file, parse_replicas
-
-    replicas = parse_replicas(config["replicas"] or "")
+    replicas: dict[str, int] = {}
     sidecars: list[SidecarSpec] = []
-    if config["pool_file"]:
-        declared, sidecars = load_pool_file(config["pool_file"])
-        replicas = {**declared, **replicas}
+    if config["replicas"] or config["pool_file"]:
+        from cbs.pool.specs import load_pool_file, parse_replicas
+
+        replicas = parse_replicas(config["replicas"] or "")
+        if config["pool_file"]:
+            declared, sidecars = load_pool_file(config["pool_file"])
+            replicas = {**declared, **replicas}
     pool_id = config["pool_id"] or _default_pool_id()
     if re.fullmatch(r"[A-Za-z0-9_-]+", pool_id) is None:
         raise ConfigError("pool_id: letters, digits, '_' and '-' only (one subject token)")
-    from cbs.pool.supervisor import Settings
+    from cbs.pool.settings import Settings
 
     every = float(config["pool_heartbeat"])
     settings = Settings(
@@ -124,11 +133,7 @@ def cbs_configured(config: Config, body: Body) -> None:
         overrides[name.strip()] = value.strip()
     if not (config["workers"] or replicas or sidecars):
         if _heartbeat(body) is None:  # not itself a worker: worker processes beside it
-            from cbs.pool.scaler import PoolScaler
-
-            scaler = PoolScaler(body, settings, pool_id, overrides)
-            body.stash[SCALER] = scaler
-            body.capabilities.provide(scaler, plugin="pool")
+            body.stash[SCALER_PLAN] = (settings, pool_id, overrides)
         return
     from cbs.pool.runner import PoolRunner
 
@@ -151,7 +156,7 @@ def _heartbeat(body: Body) -> Heartbeat | None:
     found = body.stash.get(HEARTBEAT, None)
     if found is not None:
         return found
-    from cbs.pool.supervisor import HEARTBEAT_EVERY, HEARTBEAT_FD
+    from cbs.pool.settings import HEARTBEAT_EVERY, HEARTBEAT_FD
 
     environ = os.environ if body.environ is None else body.environ
     if not environ.get(HEARTBEAT_FD, "").isdigit():
@@ -169,6 +174,17 @@ def cbs_register_middleware(middleware: MiddlewareRegistry, body: Body) -> None:
     beat = _heartbeat(body)
     if beat is not None:
         middleware.add_server("pool_busy", beat.middleware, phase="outermost", order=-300)
+
+
+@hookimpl
+def cbs_body_starting(body: Body) -> None:
+    plan = body.stash.get(SCALER_PLAN, None)
+    if plan is not None and SCALER not in body.stash:
+        from cbs.pool.scaler import PoolScaler
+
+        scaler = PoolScaler(body, *plan)
+        body.stash[SCALER] = scaler
+        body.capabilities.provide(scaler, plugin="pool")
 
 
 @hookimpl

@@ -23,35 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 import orjson
 
+from cbs.pool.settings import HEARTBEAT_EVERY, HEARTBEAT_FD, WORKER_ENV, Settings
 from cbs.pool.stats import GroupStats, PoolStats
 
 __all__ = ["WORKER_ENV", "Group", "Settings", "Supervisor", "Worker"]
 
-#: What a worker's environment says so that it serves instead of supervising.
-WORKER_ENV = {"CBS_WORKERS": "0", "CBS_REPLICAS": "", "CBS_POOL_FILE": ""}
-
 log = logging.getLogger("cbs.pool")
-
-#: Environment a worker finds its heartbeat pipe and interval in.
-HEARTBEAT_FD = "CBS_POOL_HEARTBEAT_FD"
-HEARTBEAT_EVERY = "CBS_POOL_HEARTBEAT"
-
-
-@attrs.frozen
-class Settings:
-    heartbeat: float = 1.0
-    heartbeat_timeout: float = 10.0
-    #: How long a new worker may take to say it serves.
-    start_timeout: float = 60.0
-    #: First restart delay after a quick exit; doubles per quick exit, up to ``backoff_max``.
-    backoff: float = 0.5
-    backoff_max: float = 30.0
-    #: A worker that exits sooner than this after starting counts as a quick exit.
-    min_uptime: float = 5.0
-    #: This many quick exits in a row is a crash loop (reported; backoff goes on).
-    crash_loop_after: int = 3
-    #: How long a stopping worker may drain before it is killed.
-    stop_timeout: float = 15.0
 
 
 @attrs.define(eq=False)

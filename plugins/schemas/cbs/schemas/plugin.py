@@ -8,21 +8,26 @@ when they are needed.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+from typing import TYPE_CHECKING
 
-from cbs.contracts import Cell, Endpoint
 from cbs.kernel import (
-    Body,
-    CommandRegistry,
-    Config,
-    EndpointOptionRegistry,
-    MiddlewareRegistry,
-    Served,
-    ServerHandler,
     hookimpl,
 )
 from cbs.nats import NatsConnection
+
+if TYPE_CHECKING:
+    import argparse
+
+    from cbs.contracts import Cell, Endpoint
+    from cbs.kernel import (
+        Body,
+        CommandRegistry,
+        Config,
+        EndpointOptionRegistry,
+        MiddlewareRegistry,
+        Served,
+        ServerHandler,
+    )
 
 #: The endpoint options that give a verb schemas.
 _OPTION_NAMES = ("json_schema", "reply_json_schema", "upcasts")
@@ -89,6 +94,8 @@ def cbs_cell_started(body: Body, cell: Cell) -> None:
     conn = body.capabilities.get(NatsConnection)
     if conn is None or not any(_declares_schemas(e) for e in cell.endpoints):
         return
+    import asyncio
+
     from cbs.schemas.registry import TASKS, publish_cell
 
     tasks = body.stash.setdefault(TASKS, set())

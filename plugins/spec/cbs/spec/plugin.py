@@ -6,20 +6,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cbs.contracts import Cell
 from cbs.kernel import (
-    Body,
-    CommandRegistry,
-    Config,
     ConfigError,
-    MiddlewareRegistry,
-    OptionRegistry,
     StashKey,
     hookimpl,
 )
 from cbs.spec.signals import PLACEMENT, Stats
 
 if TYPE_CHECKING:
+    from cbs.contracts import Cell
+    from cbs.kernel import (
+        Body,
+        CommandRegistry,
+        Config,
+        MiddlewareRegistry,
+        OptionRegistry,
+    )
     from cbs.spec.p2c import P2C
     from cbs.spec.runner import SpecRunner
 

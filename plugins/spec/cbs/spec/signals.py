@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from cbs.contracts import Envelope
-from cbs.kernel import Body, Served, ServerHandler
 from cbs.spec.capabilities import QueueDepth
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from cbs.contracts import Envelope
+    from cbs.kernel import Body, Served, ServerHandler
     from cbs.spec.balance import Balancer
 
 __all__ = ["ServiceStats", "Stats", "JetStreamDepth", "PLACEMENT"]

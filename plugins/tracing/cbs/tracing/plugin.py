@@ -12,23 +12,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cbs.kernel import (
-    Body,
-    ClientHandler,
-    ClientMiddleware,
-    Config,
     ConfigError,
-    MiddlewareRegistry,
-    OptionRegistry,
-    Served,
-    ServerHandler,
-    ServerMiddleware,
-    Target,
     hookimpl,
 )
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
+    from cbs.kernel import (
+        Body,
+        ClientHandler,
+        ClientMiddleware,
+        Config,
+        MiddlewareRegistry,
+        OptionRegistry,
+        Served,
+        ServerHandler,
+        ServerMiddleware,
+        Target,
+    )
     from cbs.tracing.otel import HeadSampling
 
 #: Middleware order: outside the other middleware, so a span covers them
