@@ -101,15 +101,38 @@ class Selection:
 def core_distribution() -> tuple[str, str] | None:
     """``(name, version)`` of the installed core distribution (the first of
     :data:`CORE_DISTRIBUTIONS` found), or ``None`` when running uninstalled."""
+    from cbs.kernel.entry_points import distributions, normalize
+
+    found = distributions()
+    if found is not None:
+        for name in CORE_DISTRIBUTIONS:
+            dist = found.get(normalize(name))
+            if dist is not None:
+                return name, _name_and_version(dist)[1]
+        return None
     import importlib_metadata
 
     for name in CORE_DISTRIBUTIONS:
         try:
-            dist = importlib_metadata.distribution(name)
+            installed = importlib_metadata.distribution(name)
         except importlib_metadata.PackageNotFoundError:
             continue
-        return name, _name_and_version(dist)[1]
+        return name, _name_and_version(installed)[1]
     return None
+
+
+def _entry_points() -> Sequence[Any]:
+    """The entry points of group ``cbs``: read from the metadata directories
+    when that gives importlib_metadata's answer (``cbs.kernel.entry_points``),
+    else from importlib_metadata."""
+    from cbs.kernel.entry_points import scan
+
+    found = scan(ENTRY_POINT_GROUP)
+    if found is not None:
+        return found
+    import importlib_metadata
+
+    return list(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def _name_and_version(dist: Any) -> tuple[str, str]:
@@ -153,8 +176,6 @@ def load_plugins(
 ) -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
     """A plugin manager with the built-ins, the selected entry-point plugins and
     ``extra`` (modules or objects, e.g. from tests) registered and checked."""
-    import importlib_metadata
-
     pm = pluggy.PluginManager("cbs")
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
@@ -168,7 +189,7 @@ def load_plugins(
 
     wanted = selection.allow
     if selection.autoload or wanted:
-        for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for ep in _entry_points():
             if ep.name in selection.block or ep.name in infos:
                 continue
             if wanted is not None and ep.name not in wanted:
