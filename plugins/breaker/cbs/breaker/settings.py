@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -166,6 +165,8 @@ def _read(source: Any) -> Mapping[str, Any]:
             content = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise _fail("", f"cannot read {text} ({type(exc).__name__}: {exc})") from None
+        import tomllib  # only for a file
+
         try:
             data = json.loads(content) if path.suffix == ".json" else tomllib.loads(content)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -303,4 +302,6 @@ def read_rules(source: Any) -> list[Rule]:
 
 
 def default_rng() -> Callable[[], float]:
+    import random  # here: reading rules (every body's configuration) needs no generator
+
     return random.Random().random

@@ -12,17 +12,21 @@ variable) wins over the ``--nats-context`` file's value.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import re
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    import ssl
+
+# ssl and base64 are imported where a connection is made: a body is configured
+# (and its credentials checked) by every command, `cbs plugins` included.
 
 __all__ = [
     "AUTH_OPTIONS",
@@ -163,6 +167,8 @@ class NatsAuth:
         the system's roots) and presents ``tls_cert`` when given."""
         if not self.tls:
             return None
+        import ssl
+
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca)
         if self.tls_cert and self.tls_key:
             context.load_cert_chain(self.tls_cert, self.tls_key)
@@ -291,6 +297,8 @@ def read_creds_jwt(path: str | os.PathLike[str]) -> str:
 
 def jwt_claims(token: str) -> dict[str, Any]:
     """The claims of a JWT, unverified (the server verifies; this only reads)."""
+    import base64
+
     try:
         part = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
@@ -316,6 +324,8 @@ def inbox_from_creds(path: str | os.PathLike[str]) -> str | None:
 def fatal_reason(exc: BaseException) -> str | None:
     """One line for an error no retry can fix (wrong credentials, a
     certificate that does not verify), ``None`` for one worth retrying."""
+    import ssl
+
     import nats.errors
 
     if isinstance(exc, nats.errors.AuthorizationError):

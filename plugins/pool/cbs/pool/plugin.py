@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from typing import TYPE_CHECKING, Any
 
 from cbs.kernel import (
@@ -44,7 +43,8 @@ SCALER_PLAN: StashKey[tuple[Settings, str, dict[str, str]]] = StashKey()
 
 
 def _default_pool_id() -> str:
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])
+    # os.uname().nodename is what gethostname() returns, without importing socket
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", os.uname().nodename.split(".")[0])
     return f"{host}_{os.getpid()}"
 
 

@@ -8,7 +8,7 @@ when they are needed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cbs.kernel import (
     hookimpl,
@@ -60,13 +60,11 @@ def _schema_middleware(served: Served, call_next: ServerHandler) -> ServerHandle
 
 @hookimpl
 def cbs_add_commands(commands: CommandRegistry) -> None:
-    from cbs.schemas.commands import configure_schema, run_schema
-
     commands.add(
         "schema",
         help="JSON Schemas of verbs: check compatibility, get them from the registry",
-        run=run_schema,
-        configure=configure_schema,
+        run=_schema,
+        configure=_configure_schema,
     )
     commands.add(
         "asyncapi",
@@ -74,6 +72,18 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
         run=_asyncapi,
         configure=_configure_asyncapi,
     )
+
+
+def _configure_schema(parser: argparse.ArgumentParser) -> None:
+    from cbs.schemas.commands import configure_schema
+
+    configure_schema(parser)
+
+
+def _schema(body: Body, args: argparse.Namespace) -> Any:
+    from cbs.schemas.commands import run_schema
+
+    return run_schema(body, args)
 
 
 def _configure_asyncapi(parser: argparse.ArgumentParser) -> None:
