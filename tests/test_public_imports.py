@@ -92,3 +92,20 @@ def test_no_distribution_depends_on_the_unrelated_cbs(setup: Path) -> None:
     names = {r.split(">")[0].split("=")[0].split("[")[0].strip().lower() for r in requires}
     assert "cbs" not in names
     assert "cell-body-system" in names
+
+
+#: Packages whose public names are imported when first read (PEP 562).
+PLUGIN_PACKAGES = sorted(
+    f"cbs.{d.name}" for d in (ROOT / "plugins").iterdir() if (d / "cbs" / d.name).is_dir()
+)
+LAZY_PACKAGES = ["cbs.kernel", "cbs.contracts", *PLUGIN_PACKAGES]
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_every_public_name_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    names = getattr(module, "__all__", [])
+    assert names, f"{package} lists no public names"
+    missing = [name for name in names if not hasattr(module, name)]
+    assert missing == [], f"{package}.__all__ names what it cannot give: {missing}"
+    assert set(names) <= set(dir(module))

@@ -44,7 +44,7 @@ from cbs.kernel import (
     current_request,
     hookimpl,
 )
-from cbs.kernel.local import LocalBus
+from cbs.kernel.local_bus import LocalBus
 
 log = logging.getLogger("cbs.example")
 

@@ -7,7 +7,7 @@ local bus imports the bus (and asyncio).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cbs.kernel.plugins import hookimpl
 
@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from cbs.kernel.local_bus import LocalBus
     from cbs.kernel.registries import TransportRegistry
 
-__all__ = ["LocalBus"]
+# No public names: pluggy reads every attribute of a plugin module when it
+# registers it, so a lazy LocalBus here would import the bus on every command.
+__all__: list[str] = []
 
 
 def _make_local_bus(config: Config) -> LocalBus:
@@ -28,11 +30,3 @@ def _make_local_bus(config: Config) -> LocalBus:
 @hookimpl
 def cbs_register_transports(transports: TransportRegistry) -> None:
     transports.add("local", _make_local_bus, priority=0)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "LocalBus":  # where it lived before it had a module of its own
-        from cbs.kernel.local_bus import LocalBus
-
-        return LocalBus
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
