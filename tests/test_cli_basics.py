@@ -4,6 +4,7 @@ completion, and one-line failures for bad option values and paths."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -269,25 +270,23 @@ NOT_AT_START_UP = [
 ]
 
 
-def test_the_version_imports_neither_the_body_nor_the_codec() -> None:
+def imported_by(argv: list[str], modules: list[str]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter imported running ``cbs argv``."""
     code = (
-        "import sys; from cbs.kernel.cli import main; main(['--version']);"
-        " print([m for m in ('cbs.kernel.body', 'cbs.contracts.codec', 'asyncio')"
-        " if m in sys.modules])"
+        f"import sys; from cbs.kernel.cli import main; main({argv!r});"
+        f" print([m for m in {modules!r} if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]"
+    return ast.literal_eval(result.stdout.splitlines()[-1])
+
+
+def test_the_version_imports_neither_the_body_nor_the_codec() -> None:
+    assert imported_by(["--version"], ["cbs.kernel.body", "cbs.contracts.codec", "asyncio"]) == []
 
 
 def test_start_up_imports_only_what_it_needs() -> None:
-    code = (
-        "import sys; from cbs.kernel.cli import main; main(['plugins']);"
-        f" print([m for m in {NOT_AT_START_UP!r} if m in sys.modules])"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]"
+    assert imported_by(["plugins"], NOT_AT_START_UP) == []
 
 
 def test_the_demo_imports_no_metrics_library_when_nothing_reads_metrics() -> None:

@@ -22,10 +22,17 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["FoundDistribution", "FoundEntryPoint", "distributions", "normalize", "scan"]
+__all__ = [
+    "FoundDistribution",
+    "FoundEntryPoint",
+    "distributions",
+    "entry_points_of",
+    "normalize",
+    "scan",
+]
 
 _RUNS = re.compile(r"[-_.]+")
 #: importlib_metadata's ``EntryPoint.pattern``.
@@ -159,8 +166,14 @@ def scan(group: str, path: Sequence[str] | None = None) -> list[FoundEntryPoint]
     """The entry points of ``group`` on ``path`` (default ``sys.path``), or
     ``None`` when only importlib_metadata can tell."""
     chosen = distributions(path)
-    if chosen is None:
-        return None
+    return None if chosen is None else entry_points_of(chosen, group)
+
+
+def entry_points_of(
+    chosen: Mapping[str, FoundDistribution], group: str
+) -> list[FoundEntryPoint] | None:
+    """The entry points of ``group`` of what :func:`distributions` found, or
+    ``None`` when only importlib_metadata can tell."""
     found: list[FoundEntryPoint] = []
     for dist in chosen.values():
         entries = _entry_points(dist.read_text("entry_points.txt") or "", group, dist)

@@ -98,12 +98,15 @@ class Selection:
         return cls(autoload, frozenset(allow) if allow or not autoload else None, frozenset(block))
 
 
-def core_distribution() -> tuple[str, str] | None:
+def core_distribution(found: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
     """``(name, version)`` of the installed core distribution (the first of
-    :data:`CORE_DISTRIBUTIONS` found), or ``None`` when running uninstalled."""
+    :data:`CORE_DISTRIBUTIONS` found), or ``None`` when running uninstalled.
+    ``found``: what ``cbs.kernel.entry_points.distributions()`` gave, if
+    already asked."""
     from cbs.kernel.entry_points import distributions, normalize
 
-    found = distributions()
+    if found is None:
+        found = distributions()
     if found is not None:
         for name in CORE_DISTRIBUTIONS:
             dist = found.get(normalize(name))
@@ -121,15 +124,15 @@ def core_distribution() -> tuple[str, str] | None:
     return None
 
 
-def _entry_points() -> Sequence[Any]:
+def _entry_points(found: Mapping[str, Any] | None) -> Sequence[Any]:
     """The entry points of group ``cbs``: read from the metadata directories
-    when that gives importlib_metadata's answer (``cbs.kernel.entry_points``),
-    else from importlib_metadata."""
-    from cbs.kernel.entry_points import scan
+    ``found`` when that gives importlib_metadata's answer
+    (``cbs.kernel.entry_points``), else from importlib_metadata."""
+    from cbs.kernel.entry_points import entry_points_of
 
-    found = scan(ENTRY_POINT_GROUP)
-    if found is not None:
-        return found
+    eps = None if found is None else entry_points_of(found, ENTRY_POINT_GROUP)
+    if eps is not None:
+        return eps
     import importlib_metadata
 
     return list(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP))
@@ -176,10 +179,13 @@ def load_plugins(
 ) -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
     """A plugin manager with the built-ins, the selected entry-point plugins and
     ``extra`` (modules or objects, e.g. from tests) registered and checked."""
+    from cbs.kernel.entry_points import distributions
+
     pm = pluggy.PluginManager("cbs")
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
-    core_name, core_version = core_distribution() or (CORE_DISTRIBUTIONS[-1], "unknown")
+    found = distributions()  # listed once: the core's version and the entry points
+    core_name, core_version = core_distribution(found) or (CORE_DISTRIBUTIONS[-1], "unknown")
 
     for name, module_name in BUILTIN_PLUGINS:
         if name in selection.block:
@@ -189,7 +195,7 @@ def load_plugins(
 
     wanted = selection.allow
     if selection.autoload or wanted:
-        for ep in _entry_points():
+        for ep in _entry_points(found):
             if ep.name in selection.block or ep.name in infos:
                 continue
             if wanted is not None and ep.name not in wanted:
