@@ -39,6 +39,9 @@ class DirectDelivery(Client):
     def __init__(self) -> None:
         super().__init__()
         self._direct: dict[int, Deliver] = {}
+        # A class that reads the common header block without a coroutine
+        # (cbs.nats._header_fix.FastHeaders) offers it: used when there.
+        self._read_headers: Callable[[bytes], Any] | None = getattr(self, "_plain_headers", None)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -54,7 +57,12 @@ class DirectDelivery(Client):
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
         sub._received += 1
-        hdr = await self._process_headers(headers) if headers else None
+        hdr: Any = None
+        if headers:
+            read = self._read_headers
+            hdr = read(headers) if read is not None else ...
+            if hdr is ...:  # not a block the fast reader takes
+                hdr = await self._process_headers(headers)
         msg = self._build_message(sid, subject, reply, data, hdr)
         try:
             deliver(msg)
