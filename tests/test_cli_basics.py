@@ -259,6 +259,10 @@ NOT_AT_START_UP = [
     "yaml",
     "cbs.spec.runner",
     "cbs.pool.control",
+    # commands named by reference ("module:function"): imported when they run
+    "cbs.greeter.demo",
+    "cbs.schemas.commands",
+    "cbs.schemas.asyncapi",
     # the request path and the event loop: a body built to list plugins,
     # commands or cells composes no chain and runs no loop
     "asyncio",

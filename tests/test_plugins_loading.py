@@ -219,3 +219,68 @@ def test_readme_plugin_example_is_the_tested_plugin() -> None:
     hello = ROOT / "tests" / "plugins" / "hello"
     assert f"# cbs_hello.py\n{(hello / 'cbs_hello.py').read_text()}```" in readme
     assert f"# pyproject.toml\n{(hello / 'pyproject.toml').read_text()}```" in readme
+
+
+# -- commands named by reference ------------------------------------------------------------
+
+
+def test_a_command_named_by_reference_is_imported_only_when_it_runs(tmp_path: Path) -> None:
+    fake_distribution(
+        tmp_path,
+        "cbs-late",
+        "late",
+        "cbs_late",
+        """
+        import pluggy
+        hookimpl = pluggy.HookimplMarker("cbs")
+
+        @hookimpl
+        def cbs_add_commands(commands):
+            commands.add(
+                "late",
+                help="a command in a module of its own",
+                run="cbs_late_command:run",
+                configure="cbs_late_command:configure",
+            )
+            commands.add("broken", help="names a module that is not there", run="cbs_nowhere:run")
+        """,
+    )
+    (tmp_path / "cbs_late_command.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            print("imported", file=sys.stderr)
+
+            def configure(parser):
+                parser.add_argument("word")
+
+            async def run(body, args):
+                print(args.word.upper())
+                return 3
+            """
+        )
+    )
+    listed = run_cbs("plugins", pythonpath=tmp_path)
+    assert listed.returncode == 0 and "imported" not in listed.stderr
+    assert "late" in listed.stdout
+    ran = run_cbs("late", "hi", pythonpath=tmp_path)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (3, "HI\n", "imported\n")
+    broken = run_cbs("broken", pythonpath=tmp_path)
+    assert broken.returncode == 2
+    assert broken.stderr.strip().splitlines() == [
+        "cbs: error: plugin 'late': 'cbs_nowhere:run' cannot be loaded"
+        " (ModuleNotFoundError: No module named 'cbs_nowhere')"
+    ]
+
+
+@pytest.mark.parametrize("given", ["cbs_late_command", "cbs late:run", "a:b:c", ":run", "mod:"])
+def test_a_reference_that_is_not_module_colon_function_is_refused(given: str) -> None:
+    class Commands:
+        name = "refs"
+
+        @hookimpl
+        def cbs_add_commands(self, commands: Any) -> None:
+            commands.add("refs", help="a bad reference", run=given)
+
+    with pytest.raises(PluginError, match=r"not a 'package.module:function' reference"):
+        Body(plugins=[Commands()], autoload=False)

@@ -101,7 +101,9 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
     Called once per body, while it is built. ``commands.add(name, help=...,
     configure=..., run=...)``: ``configure(parser)`` adds arguments to an
     ``argparse`` subparser; ``run(body, args)`` returns an exit code or an
-    awaitable of one. Returns nothing. Plain function only.
+    awaitable of one. Either may be a ``"package.module:function"``
+    reference, imported when the command is used. Returns nothing. Plain
+    function only.
     """
 
 

@@ -11,7 +11,9 @@ at run time) is recorded as added by ``runtime``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -39,6 +41,7 @@ __all__ = [
     "EndpointOptionRegistry",
     "Transport",
     "Command",
+    "Reference",
     "CellField",
 ]
 
@@ -298,6 +301,39 @@ class OptionRegistry(_Registry[Option]):
         return {r.name: r.item for r in self}
 
 
+#: ``"package.module:function"``: what a command's ``run`` or ``configure``
+#: may be instead of a function (imported when the command is used).
+_REFERENCE_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+@attrs.frozen
+class Reference:
+    """A function named ``"package.module:function"``, imported when first
+    called, so that a command's module (and what it imports) is loaded only
+    when that command runs: `cbs plugins` and `cbs --help` never load it."""
+
+    target: str
+    plugin: str
+
+    def __call__(self, *args: Any) -> Any:
+        return self.resolve()(*args)
+
+    def resolve(self) -> Callable[..., Any]:
+        module_name, _, path = self.target.partition(":")
+        try:
+            found: Any = importlib.import_module(module_name)
+            for attribute in path.split("."):
+                found = getattr(found, attribute)
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(
+                f"plugin '{self.plugin}': '{self.target}' cannot be loaded"
+                f" ({type(exc).__name__}: {exc})"
+            ) from None
+        if not callable(found):
+            raise PluginError(f"plugin '{self.plugin}': '{self.target}' is not callable")
+        return found  # type: ignore[no-any-return]
+
+
 @attrs.frozen
 class Command:
     help: str
@@ -315,10 +351,21 @@ class CommandRegistry(_Registry[Command]):
         name: str,
         *,
         help: str,
-        run: CommandRun,
-        configure: Callable[[argparse.ArgumentParser], None] | None = None,
+        run: CommandRun | str,
+        configure: Callable[[argparse.ArgumentParser], None] | str | None = None,
     ) -> None:
-        self._add(name, Command(help, run, configure))
+        """``run`` and ``configure`` are functions or ``"module:function"``
+        references, imported only when the command is used."""
+        self._add(name, Command(help, self._function(run), self._function(configure)))
+
+    def _function(self, given: Any) -> Any:
+        if not isinstance(given, str):
+            return given
+        if _REFERENCE_RE.fullmatch(given) is None:
+            raise PluginError(
+                f"plugin '{self.plugin}': '{given}' is not a 'package.module:function' reference"
+            )
+        return Reference(given, self.plugin)
 
 
 def _compact(value: Any) -> str:

@@ -8,7 +8,7 @@ when they are needed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cbs.kernel import (
     hookimpl,
@@ -16,8 +16,6 @@ from cbs.kernel import (
 from cbs.nats import NatsConnection
 
 if TYPE_CHECKING:
-    import argparse
-
     from cbs.contracts import Cell, Endpoint
     from cbs.kernel import (
         Body,
@@ -63,39 +61,15 @@ def cbs_add_commands(commands: CommandRegistry) -> None:
     commands.add(
         "schema",
         help="JSON Schemas of verbs: check compatibility, get them from the registry",
-        run=_schema,
-        configure=_configure_schema,
+        run="cbs.schemas.commands:run_schema",
+        configure="cbs.schemas.commands:configure_schema",
     )
     commands.add(
         "asyncapi",
         help="print an AsyncAPI 3.0 document of the installed (or, with --nats-url, served) cells",
-        run=_asyncapi,
-        configure=_configure_asyncapi,
+        run="cbs.schemas.asyncapi:run",
+        configure="cbs.schemas.asyncapi:configure",
     )
-
-
-def _configure_schema(parser: argparse.ArgumentParser) -> None:
-    from cbs.schemas.commands import configure_schema
-
-    configure_schema(parser)
-
-
-def _schema(body: Body, args: argparse.Namespace) -> Any:
-    from cbs.schemas.commands import run_schema
-
-    return run_schema(body, args)
-
-
-def _configure_asyncapi(parser: argparse.ArgumentParser) -> None:
-    from cbs.schemas.asyncapi import configure
-
-    configure(parser)
-
-
-async def _asyncapi(body: Body, args: argparse.Namespace) -> int:
-    from cbs.schemas.asyncapi import run
-
-    return await run(body, args)
 
 
 @hookimpl
