@@ -30,6 +30,7 @@ __all__ = [
     "FoundEntryPoint",
     "distributions",
     "entry_points_of",
+    "load_object",
     "normalize",
     "scan",
 ]
@@ -78,11 +79,18 @@ class FoundEntryPoint:
 
     def load(self) -> Any:
         """The object named, imported as importlib_metadata's ``EntryPoint.load``."""
-        match = _VALUE.match(self.value)
-        if match is None:
-            raise ValueError(f"{self.value!r} is not module:attr")
-        module = importlib.import_module(match["module"])
-        return functools.reduce(getattr, filter(None, (match["attr"] or "").split(".")), module)
+        return load_object(self.value)
+
+
+def load_object(value: str) -> Any:
+    """The object ``"module:attr.attr"`` names, imported as importlib_metadata's
+    ``EntryPoint.load`` imports an entry point's value (``ImportError`` or
+    ``AttributeError`` when it is not there)."""
+    match = _VALUE.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not module:attr")
+    module = importlib.import_module(match["module"])
+    return functools.reduce(getattr, filter(None, (match["attr"] or "").split(".")), module)
 
 
 def _normalized(stem: str) -> str:

@@ -11,7 +11,6 @@ at run time) is recorded as added by ``runtime``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -319,11 +318,10 @@ class Reference:
         return self.resolve()(*args)
 
     def resolve(self) -> Callable[..., Any]:
-        module_name, _, path = self.target.partition(":")
+        from cbs.kernel.entry_points import load_object  # as an entry point is loaded
+
         try:
-            found: Any = importlib.import_module(module_name)
-            for attribute in path.split("."):
-                found = getattr(found, attribute)
+            found = load_object(self.target)
         except (ImportError, AttributeError) as exc:
             raise PluginError(
                 f"plugin '{self.plugin}': '{self.target}' cannot be loaded"
