@@ -14,6 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Sink(BaseHTTPRequestHandler):
     spans = 0
+    # Keep-alive, as an OpenTelemetry collector does: a batch costs no new
+    # connection (nor, here, a new thread).
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (

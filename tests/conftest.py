@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["cbs_process"]
+pytest_plugins = ["cbs_process", "otlp_receiver"]
 
 
 def _process_globals() -> tuple[Any, ...]:

@@ -61,6 +61,7 @@ __all__ = [
     "error_code",
     "extract_w3c",
     "new_unsampled_traceparent",
+    "traceparent_of",
     "traced_client",
     "traced_server",
     "tracer_of",
@@ -200,6 +201,12 @@ def new_unsampled_traceparent() -> str:
     return f"00-{getrandbits(128) or 1:032x}-{getrandbits(64) or 1:016x}-00"
 
 
+def traceparent_of(ids: SpanContext) -> str:
+    """The ``traceparent`` W3C trace context writes for a span ``ids``, when
+    the context holds nothing else (no ``tracestate``, no baggage)."""
+    return f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+
+
 def _sampled(ids: SpanContext, ratio: float) -> bool:
     """Head sampling: follow the parent's decision; a new trace is sampled
     with probability ``ratio``."""
@@ -239,7 +246,8 @@ def traced_client(
 
     name = target.subject
     static = _static(system or "cbs", "send", name, target.service, target.verb)
-    start_span = tracer.start_span
+    # The recorder's spans take the middleware's attributes unchecked.
+    start_span = getattr(tracer, "start_trusted_span", tracer.start_span)
     set_span = trace.set_span_in_context
     current_span = trace.get_current_span
     attach, detach = otel_context.attach, otel_context.detach
@@ -249,6 +257,7 @@ def traced_client(
 
     get_current = otel_context.get_current
     ratio = head.ratio if head is not None else 1.0
+    w3c = fields is not None and "traceparent" in fields
 
     async def traced(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
         parent = None  # the current context
@@ -278,7 +287,12 @@ def traced_client(
             {**static, "cbs.schema": request.schema, "messaging.message.id": request.id},
         )
         ctx = set_span(span)
-        inject(headers, ctx, SETTER)
+        if w3c and parent is None and not get_current():
+            # Outside any context, W3C trace context writes one header: the
+            # new span's (no tracestate, no baggage).
+            headers["traceparent"] = traceparent_of(span.get_span_context())
+        else:
+            inject(headers, ctx, SETTER)
         token = attach(ctx)
         envelope_token = ENVELOPE_ID.set(request.id)
         try:
@@ -328,7 +342,8 @@ def traced_server(
     static = _static(
         system or "cbs", "process", name, served.cell.service, served.endpoint.verb
     ) | {"messaging.consumer.group.name": served.queue_group, "cbs.cell": served.cell.id}
-    start_span = tracer.start_span
+    # The recorder's spans take the middleware's attributes unchecked.
+    start_span = getattr(tracer, "start_trusted_span", tracer.start_span)
     set_span = trace.set_span_in_context
     server = SpanKind.SERVER
 

@@ -59,8 +59,17 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     from cbs.tracing.export import WhileRunning
+    from cbs.tracing.recorder import SpanRecorder
 
-__all__ = ["HeadSampling", "exporters_from_env", "head_sampling", "provider", "start", "stop"]
+__all__ = [
+    "HeadSampling",
+    "exporters_from_env",
+    "head_sampling",
+    "provider",
+    "recorder",
+    "start",
+    "stop",
+]
 
 log = logging.getLogger("cbs.tracing")
 
@@ -75,6 +84,8 @@ _OWN: StashKey[SdkTracerProvider] = StashKey()
 _FILE: StashKey[WhileRunning] = StashKey()
 #: How the middleware samples for the body's own provider.
 _HEAD: StashKey[HeadSampling] = StashKey()
+#: What records the middleware's spans in place of the body's own provider.
+_RECORDER: StashKey[SpanRecorder] = StashKey()
 
 
 @attrs.frozen
@@ -114,19 +125,23 @@ def _truthy(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def exporters_from_env() -> list[SpanProcessor]:
-    """Span processors for ``OTEL_TRACES_EXPORTER`` (see the module docstring).
-    The SDK is imported only when there is an exporter to make."""
+def _exporter_names() -> list[str]:
+    """The exporters ``OTEL_TRACES_EXPORTER`` names (see the module docstring)."""
     names = os.environ.get("OTEL_TRACES_EXPORTER")
     if names is None:
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
             "OTEL_EXPORTER_OTLP_ENDPOINT"
         )
         names = "otlp" if endpoint else "none"
+    chosen = (name.strip().lower() for name in names.split(","))
+    return [name for name in chosen if name not in ("", "none")]
+
+
+def exporters_from_env() -> list[SpanProcessor]:
+    """Span processors for ``OTEL_TRACES_EXPORTER`` (see the module docstring).
+    The SDK is imported only when there is an exporter to make."""
     processors: list[SpanProcessor] = []
-    for name in (n.strip().lower() for n in names.split(",")):
-        if name in ("", "none"):
-            continue
+    for name in _exporter_names():
         from opentelemetry.sdk.trace.export import (
             BatchSpanProcessor,
             ConsoleSpanExporter,
@@ -182,20 +197,26 @@ def start(body: Body) -> None:
         chosen = trace.get_tracer_provider()
         if isinstance(chosen, trace.ProxyTracerProvider):  # nobody installed one
             chosen = None
-    if chosen is None:
-        processors = [] if _truthy("OTEL_SDK_DISABLED") else exporters_from_env()
-        if processors or (file and not _truthy("OTEL_SDK_DISABLED")):
+    if chosen is None and not _truthy("OTEL_SDK_DISABLED") and (file or _exporter_names()):
+        head = _sampling_from_env()
+        # The middleware decides sampling, and OTLP is the only destination:
+        # the recorder records the spans in place of the SDK.
+        recorder = None if head is None or file else _recorder()
+        processors = [recorder] if recorder is not None else exporters_from_env()
+        if processors or file:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
-            head = _sampling_from_env()
+            resource = recorder.resource if recorder is not None else _resource()
             if head is None:
-                own = TracerProvider(resource=_resource())  # the SDK's sampler decides
+                own = TracerProvider(resource=resource)  # the SDK's sampler decides
             else:
                 # The middleware decides before a span is made; what reaches
                 # the SDK is to be recorded.
-                own = TracerProvider(resource=_resource(), sampler=ParentBased(ALWAYS_ON))
+                own = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
                 body.stash[_HEAD] = head
+            if recorder is not None:
+                body.stash[_RECORDER] = recorder
             for processor in processors:
                 own.add_span_processor(processor)
             if file:
@@ -217,18 +238,48 @@ def start(body: Body) -> None:
     body.stash[_ACTIVE] = chosen
 
 
+def _recorder() -> SpanRecorder | None:
+    """What records the middleware's spans when the body's own provider sends
+    them over OTLP and nowhere else, and the span limits let the middleware's
+    attributes through unchanged (see :mod:`cbs.tracing.recorder`); else
+    ``None``: the SDK records them."""
+    if _exporter_names() != ["otlp"]:
+        return None
+    from opentelemetry.sdk.trace import SpanLimits
+
+    from cbs.tracing.otlp_export import FAST_EXPORT, OtlpSpanExporter
+    from cbs.tracing.recorder import SpanRecorder, limits_allow
+
+    limits = SpanLimits()
+    if not FAST_EXPORT or not limits_allow(limits):
+        return None
+    from cbs.tracing.middleware import SCOPE, VERSION
+
+    exporter = OtlpSpanExporter()
+    return SpanRecorder(_resource(), exporter, scope=SCOPE, version=VERSION, limits=limits)
+
+
 def provider(body: Body) -> trace.TracerProvider | None:
     """The provider ``body`` records its spans with while it is started."""
     return body.stash.get(_ACTIVE, None)
 
 
+def recorder(body: Body) -> SpanRecorder | None:
+    """What records the middleware's spans while ``body`` is started, in
+    place of its provider (``None``: the provider's tracer does)."""
+    return body.stash.get(_RECORDER, None)
+
+
 def _forget(body: Body) -> SdkTracerProvider | None:
     """Forget the body's provider; switch its file exporter off. Returns the
-    body's own provider, still to be flushed and shut down."""
+    body's own provider (with its recorder, if any), still to be flushed and
+    shut down."""
     if _ACTIVE in body.stash:
         del body.stash[_ACTIVE]
     if _HEAD in body.stash:
         del body.stash[_HEAD]
+    if _RECORDER in body.stash:
+        del body.stash[_RECORDER]
     if _FILE in body.stash:
         switch = body.stash[_FILE]
         del body.stash[_FILE]

@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
-__all__ = ["encode_spans"]
+__all__ = ["encode_batch", "encode_span", "encode_spans"]
 
 #: The SDK encoder's logger: a refused attribute is reported where it was.
 _logger = logging.getLogger("opentelemetry.exporter.otlp.proto.common._internal")
@@ -107,13 +107,20 @@ def _key_value(key: str, value: Any) -> bytes:
     return encoded + _field(b"\x12", _any_value(value))  # value = 2
 
 
-#: Encoded attributes by (field tag, key, value type, value), for str, int
-#: and bool values: most of a span's attributes repeat from span to span (the
-#: system, service, verb, schema). Emptied when full, so a stream of unique
-#: values (message ids) cannot grow it.
+#: Encoded attributes with a string value, by field tag, then key, then
+#: value: most of a span's attributes repeat from span to span (the system,
+#: service, verb, schema). A key stops taking new values once it holds
+#: :data:`_MAX_VALUES` (a key of unique values, a message id, is not cached),
+#: and no value is added once :data:`_MAX_STRINGS` are held in all.
+_STRINGS: dict[bytes, dict[str, dict[str, bytes]]] = {}
+_MAX_VALUES = 1024
+_MAX_STRINGS = 8192
+_held = [0]  # the values held in _STRINGS
+#: The same for int and bool values, by (field tag, key, value type, value);
+#: emptied when full.
 _ENCODED: dict[tuple[bytes, str, type, Any], bytes] = {}
 _MAX_ENCODED = 4096
-_CACHED_TYPES = (str, int, bool)
+_CACHED_TYPES = (int, bool)
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]:
@@ -122,9 +129,30 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]
     if not attributes:
         return []
     out = []
+    strings = _STRINGS.get(tag)
+    if strings is None:
+        strings = _STRINGS[tag] = {}
     cache = _ENCODED
     for key, value in attributes.items():
         kind = type(value)
+        if kind is str and type(key) is str:
+            values = strings.get(key)
+            if values is None:
+                values = {} if len(strings) < _MAX_KEYS else None
+                if values is not None:
+                    strings[key] = values
+            found = values.get(value) if values is not None else None
+            if found is None:
+                try:
+                    found = _field(tag, _key_value(key, value))
+                except Exception as error:  # not UTF-8 (a lone surrogate)
+                    _logger.exception("Failed to encode key %s: %s", key, error)
+                    continue
+                if values is not None and len(values) < _MAX_VALUES and _held[0] < _MAX_STRINGS:
+                    values[value] = found
+                    _held[0] += 1
+            out.append(found)
+            continue
         cached = kind in _CACHED_TYPES
         if cached:
             found = cache.get((tag, key, kind, value))
@@ -161,36 +189,63 @@ def _flags(context: Any) -> int:
     return _HAS_IS_REMOTE
 
 
-def _span(span: ReadableSpan) -> bytes:
+#: A span's name field, kind and status as encoded before (bounded: names
+#: are subjects, and an application may make many).
+_NAMES: dict[str, bytes] = {}
+_MAX_NAMES = 1024
+_KIND_FIELDS = {kind: b"\x30" + _varint(number) for kind, number in _KINDS.items()}
+_UNSET_STATUS = b"\x7a\x00"  # a Status set, code UNSET, no message: an empty message
+_LOCAL_FLAGS = b"\x85\x01" + _fixed32(_HAS_IS_REMOTE)  # flags = 16, fixed32
+_REMOTE_FLAGS = b"\x85\x01" + _fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+_times = struct.Struct("<BQBQ").pack  # start_time_unix_nano = 7, end_time_unix_nano = 8
+
+
+def _span(span: Any) -> bytes:
     ids = span.get_span_context()
     parent = span.parent
-    state = ids.trace_state  # type: ignore[union-attr]
+    state = ids.trace_state
     parts = [
         b"\x0a\x10",  # trace_id = 1, 16 bytes
-        ids.trace_id.to_bytes(16, "big"),  # type: ignore[union-attr]
+        ids.trace_id.to_bytes(16, "big"),
         b"\x12\x08",  # span_id = 2, 8 bytes
-        ids.span_id.to_bytes(8, "big"),  # type: ignore[union-attr]
+        ids.span_id.to_bytes(8, "big"),
     ]
     if state:
         parts.append(_string(b"\x1a", ",".join([f"{k}={v}" for k, v in state.items()])))
     if parent:
         parts.append(b"\x22\x08")  # parent_span_id = 4, 8 bytes
         parts.append(parent.span_id.to_bytes(8, "big"))
-    parts.append(_string(b"\x2a", span.name))
-    parts.append(b"\x30" + _varint(_KINDS[span.kind]))
-    if span.start_time:
-        parts.append(b"\x39" + _fixed64(span.start_time))
-    if span.end_time:
-        parts.append(b"\x41" + _fixed64(span.end_time))
-    parts += _attributes(b"\x4a", span.attributes)
-    parts.append(_count(b"\x50", span.dropped_attributes))
+    name = span.name
+    encoded = _NAMES.get(name)
+    if encoded is None:
+        encoded = _string(b"\x2a", name)
+        if type(name) is str and len(_NAMES) < _MAX_NAMES:
+            _NAMES[name] = encoded
+    parts.append(encoded)
+    parts.append(_KIND_FIELDS[span.kind])
+    start, end = span.start_time, span.end_time
+    if start and end:
+        parts.append(_times(0x39, start, 0x41, end))
+    else:
+        if start:
+            parts.append(b"\x39" + _fixed64(start))
+        if end:
+            parts.append(b"\x41" + _fixed64(end))
+    attributes = span.attributes
+    if attributes:
+        parts += _attributes(b"\x4a", attributes)
+    dropped = span.dropped_attributes
+    if dropped:
+        parts.append(b"\x50" + _varint(dropped))
     for event in span.events:  # Span.Event
         body = [b"\x09" + _fixed64(event.timestamp)] if event.timestamp else []
         body.append(_string(b"\x12", event.name))
         body += _attributes(b"\x1a", event.attributes)
         body.append(_count(b"\x20", event.dropped_attributes))
         parts.append(_field(b"\x5a", b"".join(body)))
-    parts.append(_count(b"\x60", span.dropped_events))
+    dropped = span.dropped_events
+    if dropped:
+        parts.append(b"\x60" + _varint(dropped))
     for link in span.links:  # Span.Link
         body = [
             _field(b"\x0a", link.context.trace_id.to_bytes(16, "big")),
@@ -200,13 +255,18 @@ def _span(span: ReadableSpan) -> bytes:
         body.append(_count(b"\x28", link.dropped_attributes))
         body.append(b"\x35" + _fixed32(_flags(link.context)))
         parts.append(_field(b"\x6a", b"".join(body)))
-    parts.append(_count(b"\x70", span.dropped_links))
+    dropped = span.dropped_links
+    if dropped:
+        parts.append(b"\x70" + _varint(dropped))
     status = span.status
     if status is not None:  # Status: message = 2, code = 3
         code = status.status_code.value
-        fields = _string(b"\x12", status.description) + (b"\x18" + _varint(code) if code else b"")
-        parts.append(_field(b"\x7a", fields))
-    parts.append(b"\x85\x01" + _fixed32(_flags(parent)))  # flags = 16, fixed32
+        if not code and not status.description:
+            parts.append(_UNSET_STATUS)
+        else:
+            fields = _string(b"\x12", status.description)
+            parts.append(_field(b"\x7a", fields + (b"\x18" + _varint(code) if code else b"")))
+    parts.append(_REMOTE_FLAGS if parent and parent.is_remote else _LOCAL_FLAGS)
     return b"".join(parts)
 
 
@@ -221,6 +281,38 @@ def _scope(scope: Any) -> bytes:
             *_attributes(b"\x1a", scope.attributes),
         ]
     )
+
+
+def encode_span(span: Any) -> bytes:
+    """One span as a ``ScopeSpans.spans`` field: what :func:`encode_batch`
+    puts together. ``span`` is a ``ReadableSpan`` or anything with its
+    attributes (:class:`cbs.tracing.recorder.RecordedSpan`)."""
+    return _field(b"\x12", _span(span))
+
+
+def encode_batch(resource: Any, spans: Sequence[tuple[Any, bytes]]) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` of spans of ``resource``
+    already encoded by :func:`encode_span`, each with its scope; grouped by
+    scope, in the order first seen, as :func:`encode_spans` does."""
+    scopes: dict[Any, list[bytes]] = {}
+    last: Any = object()
+    encoded: list[bytes] = []
+    for scope, span in spans:
+        if scope is not last:  # a batch is mostly of one scope
+            encoded = scopes.setdefault(scope or None, [])
+            last = scope
+        encoded.append(span)
+    return _resource_spans(resource, scopes)
+
+
+def _resource_spans(resource: Any, scopes: Mapping[Any, Sequence[bytes]]) -> bytes:
+    body = [_field(b"\x0a", b"".join(_attributes(b"\x0a", resource.attributes)))]
+    for scope, encoded in scopes.items():
+        scope_spans = [_field(b"\x0a", _scope(scope)), *encoded]
+        scope_spans.append(_string(b"\x1a", scope.schema_url if scope else None))
+        body.append(_field(b"\x12", b"".join(scope_spans)))
+    body.append(_string(b"\x1a", resource.schema_url))
+    return _field(b"\x0a", b"".join(body))  # resource_spans = 1
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
@@ -239,15 +331,5 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
             key = next((r for r in resources if r == resource), resource)
             scopes = seen[id(resource)] = resources.setdefault(key, {})
         scope = span.instrumentation_scope or None
-        scopes.setdefault(scope, []).append(_span(span))
-    out = []
-    for resource, scopes in resources.items():
-        body = [_field(b"\x0a", b"".join(_attributes(b"\x0a", resource.attributes)))]
-        for scope, encoded in scopes.items():
-            scope_spans = [_field(b"\x0a", _scope(scope))]
-            scope_spans += [_field(b"\x12", s) for s in encoded]
-            scope_spans.append(_string(b"\x1a", scope.schema_url if scope else None))
-            body.append(_field(b"\x12", b"".join(scope_spans)))
-        body.append(_string(b"\x1a", resource.schema_url))
-        out.append(_field(b"\x0a", b"".join(body)))  # resource_spans = 1
-    return b"".join(out)
+        scopes.setdefault(scope, []).append(encode_span(span))
+    return b"".join([_resource_spans(r, scopes) for r, scopes in resources.items()])

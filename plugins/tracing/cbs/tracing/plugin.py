@@ -76,14 +76,15 @@ def _system(body: Body | None) -> str:
 
 
 def _tracer(body: Body | None) -> Tracer | None:
-    """The tracer of the body's provider, chosen when the body started
-    (without a body: OpenTelemetry's global provider, if one is installed)."""
+    """The tracer of the body's provider, chosen when the body started, or
+    the recorder that stands in for it (without a body: OpenTelemetry's
+    global provider, if one is installed)."""
     from cbs.tracing.middleware import tracer_of
 
     if body is not None:
-        from cbs.tracing.otel import provider
+        from cbs.tracing.otel import provider, recorder
 
-        return tracer_of(provider(body))
+        return recorder(body) or tracer_of(provider(body))
     from opentelemetry import trace
 
     return tracer_of(trace.get_tracer_provider())
