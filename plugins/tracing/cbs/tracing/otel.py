@@ -12,7 +12,11 @@ set, so once a body has stopped the global state is what it was before.
    ``otlp``, ``console``, ``none``, a comma-separated list; when unset, OTLP
    if ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
    is set; or the ``tracing_file`` option), one of the body's own, made when
-   it starts and flushed and shut down when it has stopped.
+   it starts and flushed and shut down when it has stopped. When it sends
+   over OTLP only, with head sampling decided by the middleware (below) and
+   span limits CBS's attributes pass, the middleware's spans are recorded by
+   :class:`cbs.tracing.recorder.SpanRecorder`, which is also the provider's
+   span processor.
 4. Else none (and the SDK is not even imported): the middleware then makes no
    span, but passes incoming trace context on and stamps log records, for
    almost no cost.

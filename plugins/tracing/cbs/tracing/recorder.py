@@ -1,18 +1,20 @@
-"""Spans the middleware records itself, encoded to OTLP as they end.
+"""Spans the middleware records itself, encoded to OTLP in batches.
 
 With the body's own ``TracerProvider`` exporting over OTLP only and head
 sampling decided by the middleware (see :mod:`cbs.tracing.otel`), every span
 the middleware starts is to be recorded and sent. The SDK's span then costs
 more than the request it describes: a lock per call, each attribute checked,
-a processor queue, a ``ReadableSpan`` copy, and the encoding of it all in
-the export thread (about 38 µs a span here, against 5 µs for this module).
+a processor queue, a ``ReadableSpan`` copy, and the SDK's encoding of it all
+(about 38 µs a span made and ended in a loop here, against 8 µs for this
+module; in a body under load, about 90 µs a request against 25).
 
 :class:`SpanRecorder` is an OpenTelemetry ``Tracer`` whose spans
-(:class:`RecordedSpan`) hold what the SDK's hold. Each is encoded by
-:mod:`cbs.tracing.otlp_wire` as it ends (the same bytes the SDK's span
-would give), and one thread sends them in batches through
+(:class:`RecordedSpan`) hold what the SDK's hold. An ended span is queued;
+one thread encodes a batch of them with :mod:`cbs.tracing.otlp_wire` (the
+bytes the SDK's encoder gives for the same span) and sends it through
 :class:`~cbs.tracing.otlp_export.OtlpSpanExporter` (its ``OTEL_EXPORTER_OTLP_*``
-settings, retries and size limit).
+settings, retries and size limit). It is also the provider's span processor,
+so spans made through the provider go into the same batches.
 
 What a cell does with the current span works as with the SDK: attributes,
 events and links set on it are checked and bounded by the SDK's own
