@@ -39,7 +39,7 @@ from cbs.kernel import Body, Cell, CellRegistry, Config, hookimpl
 from cbs.tracing import otel, tracer_provider
 from cbs.tracing import plugin as tracing_plugin
 from cbs.tracing.middleware import SCOPE, VERSION, traceparent_of
-from cbs.tracing.recorder import SpanRecorder
+from cbs.tracing.recorder import RecordedSpan, SpanRecorder
 
 T0 = 1_700_000_000_000_000_000
 RESOURCE = Resource({"service.name": "recorder-test", "process.pid": 1})
@@ -344,21 +344,32 @@ async def test_a_span_file_is_written_by_the_sdk(
     await body.stop()
 
 
-@settings(max_examples=50, deadline=None)
-@given(start=st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=5), max_size=12))
-def test_the_middlewares_unchecked_attributes_give_the_checked_message(
-    start: dict[str, str],
+@settings(max_examples=100, deadline=None)
+@given(
+    static=st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=5), max_size=8),
+    more=st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=5), max_size=3),
+    parented=st.booleans(),
+    kind=st.sampled_from(list(SpanKind)),
+)
+def test_the_middlewares_spans_give_the_checked_spans_message(
+    static: dict[str, str], more: dict[str, str], parented: bool, kind: SpanKind
 ) -> None:
+    more = {f"more.{key}": value for key, value in more.items()}  # keys of its own
+    # The middleware's path (its attributes unchecked, an endpoint's encoded
+    # once, the span encoded as it ends) against start_span's, twice in a row.
     ours, captured = recorder()
-    ours.start_span("x", None, SpanKind.CLIENT, start, start_time=T0).end(end_time=T0 + 1)
-    ours.start_trusted_span("x", None, SpanKind.CLIENT, dict(start), T0).end(end_time=T0 + 1)
+    parent = trace.set_span_in_context(NonRecordingSpan(PARENT)) if parented else None
+    for _ in range(2):
+        trusted = ours.start_trusted_span("x", parent, kind, static, dict(more))
+        assert isinstance(trusted, RecordedSpan)
+        checked = ours.start_span("x", parent, kind, {**static, **more})
+        checked.start_time = trusted.start_time  # type: ignore[attr-defined]
+        trusted.end(end_time=trusted.start_time + 1)
+        checked.end(end_time=trusted.start_time + 1)
     ours.shutdown()
-    checked, trusted = (
-        ExportTraceServiceRequest.FromString(captured.sent[0][0])
-        .resource_spans[0]
-        .scope_spans[0]
-        .spans
-    )
-    for span in (checked, trusted):
+    spans = ExportTraceServiceRequest.FromString(captured.sent[0][0]).resource_spans[0]
+    encoded = spans.scope_spans[0].spans
+    assert len(encoded) == 4
+    for span in encoded:
         span.span_id = span.trace_id = b""
-    assert checked == trusted
+    assert encoded[0] == encoded[1] and encoded[2] == encoded[3]

@@ -187,6 +187,30 @@ def _static(system: str, operation: str, subject: str, service: str, verb: str) 
     }
 
 
+def _span_starter(
+    tracer: trace.Tracer, name: str, kind: SpanKind, static: dict[str, Any]
+) -> Callable[[Context | None, Envelope], Span]:
+    """What starts a request's span, child of a context: the recorder's
+    unchecked path when ``tracer`` is a :class:`~cbs.tracing.recorder.SpanRecorder`
+    (the endpoint's attributes encoded once), else ``tracer.start_span``."""
+    trusted = getattr(tracer, "start_trusted_span", None)
+    if trusted is not None:
+
+        def start_trusted(parent: Context | None, request: Envelope) -> Span:
+            more = {"cbs.schema": request.schema, "messaging.message.id": request.id}
+            span: Span = trusted(name, parent, kind, static, more)
+            return span
+
+        return start_trusted
+    start_span = tracer.start_span
+
+    def start(parent: Context | None, request: Envelope) -> Span:
+        attributes = {**static, "cbs.schema": request.schema, "messaging.message.id": request.id}
+        return start_span(name, parent, kind, attributes)
+
+    return start
+
+
 def _unsampled(parent: Context) -> Context:
     """``parent`` with a new trace that is not sampled: what the SDK's sampler
     would give a trace it drops, without making the span."""
@@ -246,12 +270,10 @@ def traced_client(
 
     name = target.subject
     static = _static(system or "cbs", "send", name, target.service, target.verb)
-    # The recorder's spans take the middleware's attributes unchecked.
-    start_span = getattr(tracer, "start_trusted_span", tracer.start_span)
+    start_span = _span_starter(tracer, name, SpanKind.CLIENT, static)
     set_span = trace.set_span_in_context
     current_span = trace.get_current_span
     attach, detach = otel_context.attach, otel_context.detach
-    client = SpanKind.CLIENT
     fields = context_fields()
     parent_of = _extractor(fields)
 
@@ -280,12 +302,7 @@ def traced_client(
                 return await call_next(request, headers, timeout)
             finally:
                 ENVELOPE_ID.reset(envelope_token)
-        span = start_span(
-            name,
-            parent,
-            client,
-            {**static, "cbs.schema": request.schema, "messaging.message.id": request.id},
-        )
+        span = start_span(parent, request)
         ctx = set_span(span)
         if w3c and parent is None and not get_current():
             # Outside any context, W3C trace context writes one header: the
@@ -342,10 +359,8 @@ def traced_server(
     static = _static(
         system or "cbs", "process", name, served.cell.service, served.endpoint.verb
     ) | {"messaging.consumer.group.name": served.queue_group, "cbs.cell": served.cell.id}
-    # The recorder's spans take the middleware's attributes unchecked.
-    start_span = getattr(tracer, "start_trusted_span", tracer.start_span)
+    start_span = _span_starter(tracer, name, SpanKind.SERVER, static)
     set_span = trace.set_span_in_context
-    server = SpanKind.SERVER
 
     current_span = trace.get_current_span
     ratio = head.ratio if head is not None else 1.0
@@ -363,12 +378,7 @@ def traced_server(
                 finally:
                     ENVELOPE_ID.reset(envelope_token)
                     detach(token)
-        span = start_span(
-            name,
-            parent,
-            server,
-            {**static, "cbs.schema": request.schema, "messaging.message.id": request.id},
-        )
+        span = start_span(parent, request)
         token = attach(set_span(span, parent))
         envelope_token = ENVELOPE_ID.set(request.id)
         try:

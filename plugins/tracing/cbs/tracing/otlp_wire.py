@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
-__all__ = ["encode_batch", "encode_span", "encode_spans"]
+__all__ = ["encode_attributes", "encode_batch", "encode_plain_span", "encode_span", "encode_spans"]
 
 #: The SDK encoder's logger: a refused attribute is reported where it was.
 _logger = logging.getLogger("opentelemetry.exporter.otlp.proto.common._internal")
@@ -215,13 +215,7 @@ def _span(span: Any) -> bytes:
     if parent:
         parts.append(b"\x22\x08")  # parent_span_id = 4, 8 bytes
         parts.append(parent.span_id.to_bytes(8, "big"))
-    name = span.name
-    encoded = _NAMES.get(name)
-    if encoded is None:
-        encoded = _string(b"\x2a", name)
-        if type(name) is str and len(_NAMES) < _MAX_NAMES:
-            _NAMES[name] = encoded
-    parts.append(encoded)
+    parts.append(_name_field(span.name))
     parts.append(_KIND_FIELDS[span.kind])
     start, end = span.start_time, span.end_time
     if start and end:
@@ -268,6 +262,55 @@ def _span(span: Any) -> bytes:
             parts.append(_field(b"\x7a", fields + (b"\x18" + _varint(code) if code else b"")))
     parts.append(_REMOTE_FLAGS if parent and parent.is_remote else _LOCAL_FLAGS)
     return b"".join(parts)
+
+
+def _name_field(name: str) -> bytes:
+    encoded = _NAMES.get(name)
+    if encoded is None:
+        encoded = _string(b"\x2a", name)
+        if type(name) is str and len(_NAMES) < _MAX_NAMES:
+            _NAMES[name] = encoded
+    return encoded
+
+
+def encode_attributes(attributes: Mapping[str, Any]) -> bytes:
+    """A span's ``attributes`` fields, for :func:`encode_plain_span`."""
+    return b"".join(_attributes(b"\x4a", attributes))
+
+
+def encode_plain_span(
+    ids: Any,
+    parent: Any,
+    name: str,
+    kind: SpanKind,
+    times: tuple[int, int],
+    attributes: bytes,
+    more: Mapping[str, Any],
+) -> bytes:
+    """:func:`encode_span` of a span with no events, no links, nothing
+    dropped, its status unset and both its times set, whose attributes are
+    those ``attributes`` (:func:`encode_attributes`) holds, then ``more``:
+    the middleware's spans, most of their bytes made once per endpoint."""
+    parts = [
+        b"\x0a\x10",  # trace_id = 1, 16 bytes
+        ids.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",  # span_id = 2, 8 bytes
+        ids.span_id.to_bytes(8, "big"),
+    ]
+    state = ids.trace_state
+    if state:
+        parts.append(_string(b"\x1a", ",".join([f"{k}={v}" for k, v in state.items()])))
+    if parent:
+        parts.append(b"\x22\x08")  # parent_span_id = 4, 8 bytes
+        parts.append(parent.span_id.to_bytes(8, "big"))
+    parts.append(_NAMES.get(name) or _name_field(name))
+    parts.append(_KIND_FIELDS[kind])
+    parts.append(_times(0x39, times[0], 0x41, times[1]))
+    parts.append(attributes)
+    parts += _attributes(b"\x4a", more)
+    parts.append(_UNSET_STATUS)
+    parts.append(_REMOTE_FLAGS if parent and parent.is_remote else _LOCAL_FLAGS)
+    return _field(b"\x12", b"".join(parts))
 
 
 def _scope(scope: Any) -> bytes:

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from random import getrandbits
-from time import time_ns
+from time import sleep, time_ns
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +56,12 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from cbs.tracing.otlp_wire import encode_batch, encode_span
+from cbs.tracing.otlp_wire import (
+    encode_attributes,
+    encode_batch,
+    encode_plain_span,
+    encode_span,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -74,6 +79,12 @@ _sdk_log = logging.getLogger("opentelemetry.sdk.trace")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 _NOTHING: tuple[Any, ...] = ()
+
+#: Spans the export thread encodes between two releases of the GIL (about 0.2 ms).
+_YIELD_EVERY = 32
+
+#: Endpoints whose own attributes are kept encoded (emptied when full).
+_MAX_STATICS = 1024
 
 #: The most attributes a span of the middleware carries, errors included.
 BASE_ATTRIBUTES = 12
@@ -120,8 +131,10 @@ class RecordedSpan(trace.Span):
 
     __slots__ = (
         "_context",
+        "_encoded",
         "_events",
         "_links",
+        "_more",
         "_record_exception",
         "_recorder",
         "_set_status_on_exception",
@@ -145,6 +158,8 @@ class RecordedSpan(trace.Span):
         start_time: int,
         record_exception: bool = True,
         set_status_on_exception: bool = True,
+        encoded: bytes | None = None,
+        more: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -161,6 +176,10 @@ class RecordedSpan(trace.Span):
         self._recorder = recorder
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
+        #: While the attributes are the middleware's, unchanged: the bytes of
+        #: the endpoint's own ones, and the request's (see encode_plain_span).
+        self._encoded = encoded
+        self._more = more
 
     # -- what encoding reads (ReadableSpan's names) --------------------------------------------
 
@@ -197,6 +216,7 @@ class RecordedSpan(trace.Span):
         attributes = self.attributes
         if not isinstance(attributes, BoundedAttributes):
             attributes = self.attributes = self._recorder._bounded(attributes)
+            self._encoded = None
         return attributes
 
     def set_attributes(self, attributes: Mapping[str, AnyValue]) -> None:
@@ -337,13 +357,14 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
         self.scope = InstrumentationScope(scope, version)
         self.limits = limits or SpanLimits()
         self._plain = limits_allow(self.limits)
+        #: id(static) -> (static, its attributes encoded), for start_trusted_span.
+        self._statics: dict[int, tuple[Mapping[str, str], bytes]] = {}
         self.exporter = exporter
         self.delay, self.max_queue, self.max_batch = batch_settings()
         #: Spans dropped because the queue was full.
         self.dropped = 0
-        #: Ended spans waiting for the thread, which encodes them a batch at a
-        #: time: in one loop the encoder runs at a third of its cost between
-        #: requests (its code and data stay in the CPU's caches).
+        #: Ended spans waiting for the thread: encoded already (the
+        #: middleware's, see _ended), or encoded by the thread a batch at a time.
         self._queue: deque[tuple[InstrumentationScope, Any]] = deque()
         self._wake = threading.Event()
         self._sending = threading.Lock()
@@ -362,29 +383,6 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        span = self.start_trusted_span(
-            name, context, kind, None, start_time, record_exception, set_status_on_exception
-        )
-        if isinstance(span, RecordedSpan):
-            if attributes:  # checked and bounded, as the SDK does
-                span.attributes = self._bounded(attributes)
-            for link in links or ():
-                span.add_link(link.context, link.attributes)
-        return span
-
-    def start_trusted_span(
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: dict[str, str] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> trace.Span:
-        """:meth:`start_span` for the middleware, whose attributes need no
-        check: string keys and values, taken as they are (owned by the span)
-        when the limits let them through (:func:`limits_allow`)."""
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if parent is None or not parent.is_valid:
             parent = None
@@ -397,19 +395,57 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
                 ids = SpanContext(trace_id, getrandbits(64) or 1, False, parent.trace_flags, state)
                 return NonRecordingSpan(ids)
         ids = SpanContext(trace_id, getrandbits(64) or 1, False, _SAMPLED, state)
-        recorded: dict[str, Any] | BoundedAttributes = attributes if attributes is not None else {}
-        if not self._plain:
-            recorded = self._bounded(recorded)
-        return RecordedSpan(
+        span = RecordedSpan(
             self,
             name,
             ids,
             parent,
             kind,
-            recorded,
+            self._bounded(attributes),  # checked and bounded, as the SDK does
             start_time if start_time is not None else time_ns(),
             record_exception,
             set_status_on_exception,
+        )
+        for link in links or ():
+            span.add_link(link.context, link.attributes)
+        return span
+
+    def start_trusted_span(
+        self,
+        name: str,
+        context: Context | None,
+        kind: SpanKind,
+        static: Mapping[str, str],
+        more: dict[str, str],
+    ) -> trace.Span:
+        """:meth:`start_span` for the middleware, whose attributes need no
+        check: string keys and values, an endpoint's own (``static``, the
+        same mapping at every request, never changed) and then a request's
+        (``more``, owned by the span, none of its keys in ``static``). Where the limits let them through
+        (:func:`limits_allow`) they are taken as they are, and the endpoint's
+        are encoded once."""
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = getrandbits(128) or 1
+            state = None
+        else:
+            trace_id = parent.trace_id
+            state = parent.trace_state
+            if not parent.trace_flags.sampled:  # ParentBased: a dropped trace stays dropped
+                ids = SpanContext(trace_id, getrandbits(64) or 1, False, parent.trace_flags, state)
+                return NonRecordingSpan(ids)
+        ids = SpanContext(trace_id, getrandbits(64) or 1, False, _SAMPLED, state)
+        attributes = {**static, **more}
+        if not self._plain:
+            return RecordedSpan(self, name, ids, parent, kind, self._bounded(attributes), time_ns())
+        known = self._statics.get(id(static))
+        if known is None or known[0] is not static:
+            if len(self._statics) >= _MAX_STATICS:
+                self._statics.clear()
+            known = self._statics[id(static)] = (static, encode_attributes(static))
+        return RecordedSpan(
+            self, name, ids, parent, kind, attributes, time_ns(), encoded=known[1], more=more
         )
 
     def _bounded(self, attributes: Attributes) -> BoundedAttributes:
@@ -454,35 +490,68 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
         self._ended(span, span.instrumentation_scope)
 
     def _ended(self, span: Any, scope: InstrumentationScope | None = None) -> None:
-        """A span has ended (it changes no more): queue it for the thread."""
+        """A span has ended (it changes no more): queue it for the thread. One
+        of the middleware's, unchanged, is encoded now (a few µs: its bytes
+        are mostly made already, and a small ``bytes`` waits in the queue
+        rather than the span and all it holds)."""
         queue = self._queue
         if len(queue) >= self.max_queue:
             if not self.dropped:
                 log.warning("tracing: the span queue is full, spans are being dropped")
             self.dropped += 1
             return
-        queue.append((scope or self.scope, span))
+        item: Any = span
+        encoded = getattr(span, "_encoded", None)
+        if (
+            encoded is not None
+            and span._events is None
+            and span._links is None
+            and span.status is _UNSET
+        ):
+            try:
+                item = encode_plain_span(
+                    span._context,
+                    span.parent,
+                    span.name,
+                    span.kind,
+                    (span.start_time, span.end_time),
+                    encoded,
+                    span._more,
+                )
+            except Exception as error:  # never into the request that ended it
+                log.error("tracing: a span could not be encoded: %s", error)
+                return
+        queue.append((scope or self.scope, item))
         if len(queue) == self.max_batch:
             self._wake.set()
 
     def _run(self) -> None:
         while not self._stopping:
-            self._wake.wait(self.delay)
+            full = self._wake.wait(self.delay)
             self._wake.clear()
-            self._send_all()
+            # Woken by a full batch: full batches only (under load, spans keep
+            # coming while one is sent; sending them as they come would make
+            # batches of a few spans). The delay over: everything.
+            self._send_all(full_only=full and not self._stopping)
 
-    def _send_all(self) -> bool:
-        """Send every span queued, a batch at a time; whether every send succeeded."""
+    def _send_all(self, full_only: bool = False) -> bool:
+        """Send the spans queued, a batch at a time (``full_only``: while a
+        full batch is queued); whether every send succeeded."""
         queue, size, ok = self._queue, self.max_batch, True
         with self._sending:
-            while queue:
+            while len(queue) >= size if full_only else queue:
                 batch = []
-                for _ in range(min(size, len(queue))):
-                    scope, span = queue.popleft()
+                for n in range(min(size, len(queue))):
+                    scope, item = queue.popleft()
                     try:
-                        batch.append((scope, encode_span(span)))
+                        batch.append((scope, item if type(item) is bytes else encode_span(item)))
                     except Exception as error:  # one span, not the batch
                         log.error("tracing: a span could not be encoded: %s", error)
+                    if n % _YIELD_EVERY == _YIELD_EVERY - 1:
+                        # Let the event loop's thread have the GIL: it waits
+                        # up to the switch interval (5 ms) for a busy thread
+                        # to let go, with every request in flight held up.
+                        sleep(0)
                 if not batch:
                     continue
                 data = encode_batch(self.resource, batch)
