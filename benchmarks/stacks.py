@@ -198,15 +198,35 @@ def exporting(sink_url: str, ratio: str | None = None) -> Iterator[None]:
 
 
 def full_plugins() -> list[Any]:
-    """Every first-party plugin a Quick start installs, with default settings
-    (nats, jetstream, tracing without an exporter, metrics, breaker)."""
+    """Every first-party plugin, as the README's Quick start installs them,
+    with default settings (nats; jetstream; tracing without an exporter;
+    metrics; breaker with its deadline; chaos with no rule; schemas, pool,
+    spec and kubernetes idle; the greeter's cells)."""
     from cbs.breaker import plugin as breaker_plugin
+    from cbs.chaos import plugin as chaos_plugin
+    from cbs.greeter import plugin as greeter_plugin
     from cbs.jetstream import plugin as jetstream_plugin
+    from cbs.kubernetes import plugin as kubernetes_plugin
     from cbs.metrics import plugin as metrics_plugin
     from cbs.nats import plugin as nats_plugin
+    from cbs.pool import plugin as pool_plugin
+    from cbs.schemas import plugin as schemas_plugin
+    from cbs.spec import plugin as spec_plugin
     from cbs.tracing import plugin as tracing_plugin
 
-    return [nats_plugin, jetstream_plugin, tracing_plugin, metrics_plugin, breaker_plugin]
+    return [
+        nats_plugin,
+        jetstream_plugin,
+        tracing_plugin,
+        metrics_plugin,
+        breaker_plugin,
+        chaos_plugin,
+        schemas_plugin,
+        pool_plugin,
+        spec_plugin,
+        kubernetes_plugin,
+        greeter_plugin,
+    ]
 
 
 # -- FastStream (optional: pip install 'cell-body-system[bench]') ----------------------------
