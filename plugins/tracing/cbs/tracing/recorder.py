@@ -77,6 +77,7 @@ log = logging.getLogger("cbs.tracing")
 _sdk_log = logging.getLogger("opentelemetry.sdk.trace")
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
 _NOTHING: tuple[Any, ...] = ()
 
@@ -383,18 +384,9 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
-        if parent is None or not parent.is_valid:
-            parent = None
-            trace_id = getrandbits(128) or 1
-            state = None
-        else:
-            trace_id = parent.trace_id
-            state = parent.trace_state
-            if not parent.trace_flags.sampled:  # ParentBased: a dropped trace stays dropped
-                ids = SpanContext(trace_id, getrandbits(64) or 1, False, parent.trace_flags, state)
-                return NonRecordingSpan(ids)
-        ids = SpanContext(trace_id, getrandbits(64) or 1, False, _SAMPLED, state)
+        parent, ids = self._ids(context)
+        if not ids.trace_flags.sampled:
+            return NonRecordingSpan(ids)
         span = RecordedSpan(
             self,
             name,
@@ -421,21 +413,12 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
         """:meth:`start_span` for the middleware, whose attributes need no
         check: string keys and values, an endpoint's own (``static``, the
         same mapping at every request, never changed) and then a request's
-        (``more``, owned by the span, none of its keys in ``static``). Where the limits let them through
-        (:func:`limits_allow`) they are taken as they are, and the endpoint's
-        are encoded once."""
-        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
-        if parent is None or not parent.is_valid:
-            parent = None
-            trace_id = getrandbits(128) or 1
-            state = None
-        else:
-            trace_id = parent.trace_id
-            state = parent.trace_state
-            if not parent.trace_flags.sampled:  # ParentBased: a dropped trace stays dropped
-                ids = SpanContext(trace_id, getrandbits(64) or 1, False, parent.trace_flags, state)
-                return NonRecordingSpan(ids)
-        ids = SpanContext(trace_id, getrandbits(64) or 1, False, _SAMPLED, state)
+        (``more``, owned by the span, none of its keys in ``static``). Where
+        the limits let them through (:func:`limits_allow`) they are taken as
+        they are, and the endpoint's are encoded once."""
+        parent, ids = self._ids(context)
+        if not ids.trace_flags.sampled:
+            return NonRecordingSpan(ids)
         attributes = {**static, **more}
         if not self._plain:
             return RecordedSpan(self, name, ids, parent, kind, self._bounded(attributes), time_ns())
@@ -447,6 +430,18 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
         return RecordedSpan(
             self, name, ids, parent, kind, attributes, time_ns(), encoded=known[1], more=more
         )
+
+    @staticmethod
+    def _ids(context: Context | None) -> tuple[SpanContext | None, SpanContext]:
+        """The parent of a span started in ``context`` (``None``: a new
+        trace) and the new span's ids, not sampled when the parent's trace
+        is not (parent-based sampling, always on)."""
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        if parent is None or not parent.is_valid:
+            return None, SpanContext(getrandbits(128) or 1, getrandbits(64) or 1, False, _SAMPLED)
+        flags = _SAMPLED if parent.trace_flags.sampled else _NOT_SAMPLED
+        span_id = getrandbits(64) or 1
+        return parent, SpanContext(parent.trace_id, span_id, False, flags, parent.trace_state)
 
     def _bounded(self, attributes: Attributes) -> BoundedAttributes:
         """``attributes`` checked and bounded as the SDK's span holds them."""
