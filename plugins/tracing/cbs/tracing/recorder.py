@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from random import getrandbits
-from time import sleep, time_ns
+from time import time_ns
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -80,9 +80,6 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
 _NOTHING: tuple[Any, ...] = ()
-
-#: Spans the export thread encodes between two releases of the GIL (about 0.2 ms).
-_YIELD_EVERY = 32
 
 #: Endpoints whose own attributes are kept encoded (emptied when full).
 _MAX_STATICS = 1024
@@ -536,17 +533,12 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
         with self._sending:
             while len(queue) >= size if full_only else queue:
                 batch = []
-                for n in range(min(size, len(queue))):
+                for _ in range(min(size, len(queue))):
                     scope, item = queue.popleft()
                     try:
                         batch.append((scope, item if type(item) is bytes else encode_span(item)))
                     except Exception as error:  # one span, not the batch
                         log.error("tracing: a span could not be encoded: %s", error)
-                    if n % _YIELD_EVERY == _YIELD_EVERY - 1:
-                        # Let the event loop's thread have the GIL: it waits
-                        # up to the switch interval (5 ms) for a busy thread
-                        # to let go, with every request in flight held up.
-                        sleep(0)
                 if not batch:
                     continue
                 data = encode_batch(self.resource, batch)
