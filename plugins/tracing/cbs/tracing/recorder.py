@@ -119,6 +119,13 @@ def batch_settings() -> tuple[float, int, int]:
     return delay, queue, batch
 
 
+def _fixed(most: int | None, attributes: Attributes, limits: SpanLimits) -> BoundedAttributes:
+    """An event's or a link's attributes, checked, bounded and frozen as the SDK's."""
+    return BoundedAttributes(
+        most, attributes, max_value_len=limits.max_attribute_length, immutable=True
+    )
+
+
 def _ended_warning(what: str) -> None:
     _sdk_log.warning("Tried calling %s on an ended span.", what)
 
@@ -238,12 +245,7 @@ class RecordedSpan(trace.Span):
             _ended_warning("add_event")
             return
         limits = self._recorder.limits
-        bounded = BoundedAttributes(
-            limits.max_event_attributes,
-            attributes,
-            max_value_len=limits.max_attribute_length,
-            immutable=True,
-        )
+        bounded = _fixed(limits.max_event_attributes, attributes, limits)
         if self._events is None:
             self._events = BoundedList(limits.max_events)
         self._events.append(Event(name=name, attributes=bounded, timestamp=timestamp))
@@ -255,12 +257,7 @@ class RecordedSpan(trace.Span):
         if not (context.is_valid or attributes or context.trace_state):
             return  # what the SDK takes for no link
         limits = self._recorder.limits
-        bounded = BoundedAttributes(
-            limits.max_link_attributes,
-            attributes,
-            max_value_len=limits.max_attribute_length,
-            immutable=True,
-        )
+        bounded = _fixed(limits.max_link_attributes, attributes, limits)
         if self._links is None:
             self._links = BoundedList(limits.max_links)
         self._links.append(Link(context, bounded))
