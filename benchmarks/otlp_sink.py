@@ -1,14 +1,16 @@
 """An OTLP/HTTP receiver that accepts every export and counts its spans, in
-its own process (so receiving costs the measured processes nothing): the
-local sink of the split scenario's stacks that export spans.
+its own process: the local sink of the split scenario's stacks that export
+spans. It shares the machine's cores with the measured processes, so it
+reports the CPU it used (a collector elsewhere would not take it from them).
 
-    python -m benchmarks.otlp_sink   # prints "ready PORT"; at EOF on stdin, "received N spans"
+    python -m benchmarks.otlp_sink   # "ready PORT"; at EOF on stdin, "received N spans, S s CPU"
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -43,7 +45,8 @@ def main() -> None:
     print(f"ready {server.server_address[1]}", flush=True)
     sys.stdin.read()  # the benchmark closes our stdin (or exits) to stop us
     server.shutdown()
-    print(f"received {Sink.spans} spans", flush=True)
+    cpu = time.process_time()
+    print(f"received {Sink.spans} spans, {cpu:.2f} s CPU", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Any
 
 import nats
 import pytest
+from jetstream_kit import eventually
 
 from cbs.contracts import BadRequest, Envelope, Internal, NotFound, Timeout, Unavailable, codec
 from cbs.greeter import plugin as greeter_plugin
@@ -96,6 +97,33 @@ async def test_timeout_and_no_responders(body: Body) -> None:
     with pytest.raises(NotFound):
         await body.request("nobody", "home", {}, timeout=5)
     assert loop.time() - began < 1  # no responders is immediate, not a timeout
+
+
+async def test_timeouts_share_slots_fire_never_early_and_leave_nothing(body: Body) -> None:
+    # Requests timing out at different moments, mixed with requests answered
+    # in time: each fails on its own timeout, not before it and at most a
+    # slot (plus scheduling) after it; answered requests leave their slot.
+    bus: Any = body.bus
+    loop = asyncio.get_running_loop()
+
+    async def timed(seconds: float, timeout: float) -> tuple[float, float, bool]:
+        began = loop.time()
+        try:
+            await body.request("tester", "sleep", {"seconds": seconds}, timeout=timeout)
+        except Timeout:
+            return timeout, loop.time() - began, True
+        return timeout, loop.time() - began, False
+
+    runs = [timed(1.0, 0.05 + 0.013 * i) for i in range(12)]
+    runs += [timed(0.0, 0.05 + 0.013 * i) for i in range(12)]
+    results = await asyncio.gather(*runs)
+    for timeout, took, timed_out in results[:12]:
+        assert timed_out and timeout <= took < timeout + 0.01 + 0.25, (timeout, took)
+    assert not any(timed_out for _, _, timed_out in results[12:])
+    assert not bus._replies.waiting
+    # Every slot's timer runs (the last one within a slot of the longest
+    # timeout), and none is left holding a token.
+    await eventually(lambda: not bus._replies.slots, 2.0, "every slot expired")
 
 
 async def test_headers_reach_the_handler(body: Body) -> None:
