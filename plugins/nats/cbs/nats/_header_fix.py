@@ -124,7 +124,14 @@ def _fingerprint(function: Any) -> int:
 #: The nats-py methods the fast header paths stand in for, as they were when
 #: the paths were checked against them (nats-py 2.16.0). If nats-py's code
 #: differs, TolerantClient uses nats-py's own methods: slower, never wrong.
-CHECKED_AGAINST = {"_send_publish": 0xA8916F4B, "_process_headers": 0xA6023AF4}
+#: (The early write of ``_send_publish`` also relies on how ``_send_command``
+#: queues a command and how ``_flusher`` writes the queue.)
+CHECKED_AGAINST = {
+    "_send_publish": 0xA8916F4B,
+    "_process_headers": 0xA6023AF4,
+    "_send_command": 0x46FFD56A,
+    "_flusher": 0xDB67B663,
+}
 #: The same for :class:`~cbs.nats._ordered_ping.OrderedPing`'s ``_send_ping``.
 PING_CHECKED_AGAINST = {"_send_ping": 0x5B6CD161}
 #: The same for :class:`~cbs.nats._direct.DirectDelivery`, which repeats the
@@ -136,6 +143,17 @@ DIRECT_CHECKED_AGAINST = {
     "_build_message": 0xDC51538A,
     "_remove_sub": 0x2D58A8B6,
 }
+
+
+#: Publishes made in one turn of the event loop are written in chunks of this
+#: many, not only all at once when nats-py's flusher task runs after the
+#: turn: the server and the peer start on the first chunk while this process
+#: still makes the rest, so processes on different cores overlap instead of
+#: taking turns (see docs/performance.md for what it measured).
+EARLY_WRITE = 32
+#: No early write while the socket's send buffer holds this much: the
+#: flusher's write, which waits for the buffer to drain, stays the back pressure.
+EARLY_WRITE_BUFFER = 64 * 1024
 
 
 class FastHeaders(Client):
@@ -219,12 +237,31 @@ class FastHeaders(Client):
                     b"\r\n",
                 )
             )
-        # The rest is nats-py's _send_publish as it is after the command.
+        # The rest is nats-py's _send_publish as it is after the command, with
+        # the early write.
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += payload_size
         await self._send_command(command)
-        if self._flush_queue is not None and self._flush_queue.empty():
+        if len(self._pending) >= EARLY_WRITE:
+            self._write_early()
+        if self._pending and self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
+
+    def _write_early(self) -> None:
+        """Write the commands queued so far, as the flusher would, unless the
+        connection is not up (while it reconnects, the queue is what is sent
+        once it is) or the send buffer is full enough to need the flusher's
+        wait. A flusher already woken then finds nothing to write."""
+        writer = getattr(self._transport, "_io_writer", None)  # TCP and TLS only
+        if (
+            writer is None
+            or not self.is_connected
+            or writer.transport.get_write_buffer_size() > EARLY_WRITE_BUFFER
+        ):
+            return
+        self._transport.writelines(self._pending)  # type: ignore[union-attr]
+        self._pending = []
+        self._pending_data_size = 0
 
     async def _process_headers(self, headers: Any) -> dict[str, str] | None:
         # Every message comes here: none (most), or the common block (no
