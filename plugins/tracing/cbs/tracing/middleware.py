@@ -53,6 +53,7 @@ from cbs.tracing.logs import ENVELOPE_ID
 
 if TYPE_CHECKING:
     from cbs.tracing.otel import HeadSampling
+    from cbs.tracing.recorder import LeanStarter
 
 __all__ = [
     "HeaderGetter",
@@ -211,6 +212,36 @@ def _span_starter(
     return start
 
 
+#: The key of the current span in a context (OpenTelemetry's, found out
+#: once): a context holding a span and nothing else is ``{SPAN_KEY: span}``.
+_ONE_SPAN = trace.set_span_in_context(trace.INVALID_SPAN, _EMPTY)
+SPAN_KEY: str | None = next(iter(_ONE_SPAN)) if len(_ONE_SPAN) == 1 else None
+
+
+def _lean_starter(
+    tracer: trace.Tracer,
+    name: str,
+    kind: SpanKind,
+    static: dict[str, Any],
+    fields: frozenset[str] | None,
+) -> LeanStarter | None:
+    """The recorder's lean path for an endpoint (see
+    :class:`~cbs.tracing.recorder.LeanStarter`) when W3C's propagators are the
+    only ones (``fields``): then a context holding only a span, and headers
+    holding only a ``traceparent``, are all the middleware needs to read and
+    write itself. ``None`` otherwise."""
+    make = getattr(tracer, "lean_starter", None)
+    if make is None or SPAN_KEY is None or fields is None or "traceparent" not in fields:
+        return None
+    starter: LeanStarter | None = make(name, kind, static)
+    return starter
+
+
+#: A ``traceparent`` :func:`extract_w3c` takes, of a sampled span.
+_SAMPLED_CANONICAL = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01").fullmatch
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
 def _unsampled(parent: Context) -> Context:
     """``parent`` with a new trace that is not sampled: what the SDK's sampler
     would give a trace it drops, without making the span."""
@@ -322,7 +353,51 @@ def traced_client(
             detach(token)
             span.end()
 
-    return traced
+    starter = _lean_starter(tracer, name, SpanKind.CLIENT, static, fields)
+    if starter is None:
+        return traced
+    from cbs.tracing.recorder import RecordedSpan
+
+    general, root, child, key = traced, starter.root, starter.child, SPAN_KEY
+    assert fields is not None
+
+    async def lean(request: Envelope, headers: dict[str, str], timeout: float) -> Envelope:
+        # The common cases, read and written here: outside any context, or
+        # in a recorded span's and nothing else, no context in the headers.
+        # Anything else takes the path above.
+        span: RecordedSpan | None = None
+        if not headers or fields.isdisjoint(headers):
+            current = get_current()
+            if not current:
+                if ratio < 1.0 and random() >= ratio:  # a new trace, not sampled
+                    headers["traceparent"] = new_unsampled_traceparent()
+                    envelope_token = ENVELOPE_ID.set(request.id)
+                    try:
+                        return await call_next(request, headers, timeout)
+                    finally:
+                        ENVELOPE_ID.reset(envelope_token)
+                span = root({"cbs.schema": request.schema, "messaging.message.id": request.id})
+            elif len(current) == 1:
+                parent = current.get(key)  # type: ignore[arg-type]
+                if type(parent) is RecordedSpan:
+                    more = {"cbs.schema": request.schema, "messaging.message.id": request.id}
+                    span = child(more, parent)
+        if span is None:
+            return await general(request, headers, timeout)
+        headers["traceparent"] = span.traceparent()
+        token = attach(Context({key: span}))  # type: ignore[dict-item]
+        envelope_token = ENVELOPE_ID.set(request.id)
+        try:
+            return await call_next(request, headers, timeout)
+        except BaseException as exc:
+            _fail(span, exc)
+            raise
+        finally:
+            ENVELOPE_ID.reset(envelope_token)
+            detach(token)
+            span.end()
+
+    return lean
 
 
 def traced_server(
@@ -391,4 +466,48 @@ def traced_server(
             detach(token)
             span.end()
 
-    return traced
+    starter = _lean_starter(tracer, name, SpanKind.SERVER, static, fields)
+    if starter is None:
+        return traced
+    general, root, remote_child, key = traced, starter.root, starter.remote_child, SPAN_KEY
+    assert fields is not None
+
+    async def lean(request: Envelope, headers: Mapping[str, str]) -> Envelope:
+        # The common cases, read here: no context in the headers, or a
+        # sampled traceparent and nothing else. Anything else takes the path above.
+        more = {"cbs.schema": request.schema, "messaging.message.id": request.id}
+        if not headers or fields.isdisjoint(headers):
+            if ratio < 1.0 and random() >= ratio:  # a new trace, not sampled
+                token = attach(_unsampled(_EMPTY))
+                envelope_token = ENVELOPE_ID.set(request.id)
+                try:
+                    return await call_next(request, headers)
+                finally:
+                    ENVELOPE_ID.reset(envelope_token)
+                    detach(token)
+            span = root(more)
+        else:
+            value = headers.get("traceparent")
+            if (
+                type(value) is not str
+                or "tracestate" in headers
+                or "baggage" in headers
+                or _SAMPLED_CANONICAL(value) is None
+                or value[3:35] == _ZERO_TRACE
+                or value[36:52] == _ZERO_SPAN
+            ):
+                return await general(request, headers)
+            span = remote_child(more, value[3:35], value[36:52])
+        token = attach(Context({key: span}))  # type: ignore[dict-item]
+        envelope_token = ENVELOPE_ID.set(request.id)
+        try:
+            return await call_next(request, headers)
+        except BaseException as exc:
+            _fail(span, exc)
+            raise
+        finally:
+            ENVELOPE_ID.reset(envelope_token)
+            detach(token)
+            span.end()
+
+    return lean

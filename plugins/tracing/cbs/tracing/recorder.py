@@ -16,6 +16,13 @@ bytes the SDK's encoder gives for the same span) and sends it through
 settings, retries and size limit). It is also the provider's span processor,
 so spans made through the provider go into the same batches.
 
+The middleware's common cases (a new trace, a child of a span recorded
+here, a child of a sampled ``traceparent`` that came alone) take
+:class:`LeanStarter`: the span's ids are the bytes OTLP carries, made with
+one ``randbytes``, and its ``SpanContext``, its parent's and its attribute
+dict are made only if something asks (a cell, a log record); about half the
+cost of a span made through :meth:`SpanRecorder.start_trusted_span`.
+
 What a cell does with the current span works as with the SDK: attributes,
 events and links set on it are checked and bounded by the SDK's own
 ``BoundedAttributes`` and ``BoundedList`` under its ``SpanLimits``
@@ -36,7 +43,7 @@ import traceback
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from random import getrandbits
+from random import getrandbits, randbytes
 from time import time_ns
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -70,7 +77,7 @@ if TYPE_CHECKING:
 
     from cbs.tracing.otlp_export import OtlpSpanExporter
 
-__all__ = ["RecordedSpan", "SpanRecorder", "batch_settings", "limits_allow"]
+__all__ = ["LeanStarter", "RecordedSpan", "SpanRecorder", "batch_settings", "limits_allow"]
 
 log = logging.getLogger("cbs.tracing")
 #: The SDK's logger: its warnings about misuse of a span come from where they did.
@@ -132,22 +139,31 @@ def _ended_warning(what: str) -> None:
 
 class RecordedSpan(trace.Span):
     """A recording span of :class:`SpanRecorder`: OpenTelemetry's ``Span``
-    API, and the fields of the SDK's ``ReadableSpan`` that encoding reads."""
+    API, and the fields of the SDK's ``ReadableSpan`` that encoding reads.
+
+    A span of the middleware's lean path (:class:`LeanStarter`) holds its ids
+    as the bytes OTLP carries and its attributes as the endpoint's and the
+    request's; its ``SpanContext``, its parent's and its attribute dict are
+    made only when something asks for them."""
 
     __slots__ = (
+        "_attributes",
         "_context",
         "_encoded",
         "_events",
+        "_ids",
         "_links",
         "_more",
+        "_parent",
+        "_parent_id",
         "_record_exception",
         "_recorder",
+        "_remote",
         "_set_status_on_exception",
-        "attributes",
+        "_static",
         "end_time",
         "kind",
         "name",
-        "parent",
         "start_time",
         "status",
     )
@@ -156,26 +172,38 @@ class RecordedSpan(trace.Span):
         self,
         recorder: SpanRecorder,
         name: str,
-        context: SpanContext,
+        context: SpanContext | None,
         parent: SpanContext | None,
         kind: SpanKind,
-        attributes: dict[str, Any] | BoundedAttributes,
+        attributes: dict[str, Any] | BoundedAttributes | None,
         start_time: int,
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         encoded: bytes | None = None,
         more: dict[str, str] | None = None,
+        static: Mapping[str, str] | None = None,
+        ids: bytes | None = None,
+        parent_id: bytes | None = None,
+        remote: bool = False,
     ) -> None:
         self.name = name
         self.kind = kind
-        self.parent = parent
         self.start_time = start_time
         self.end_time: int | None = None
         #: A plain dict while it holds only the middleware's attributes (within
-        #: the limits, see :func:`limits_allow`); bounded from the first one set.
-        self.attributes: dict[str, Any] | BoundedAttributes = attributes
+        #: the limits, see :func:`limits_allow`); bounded from the first one
+        #: set. ``None`` on the lean path until asked for: ``static`` and ``more``.
+        self._attributes: dict[str, Any] | BoundedAttributes | None = attributes
         self.status = _UNSET
+        #: ``None`` on the lean path until asked for: ``ids`` holds the trace
+        #: id and the span id (16 + 8 bytes), ``parent_id`` the parent's span
+        #: id (8 bytes, ``None``: a new trace), ``remote`` whether the parent
+        #: came over the wire.
         self._context = context
+        self._parent = parent
+        self._ids = ids
+        self._parent_id = parent_id
+        self._remote = remote
         self._events: BoundedList[Event] | None = None
         self._links: BoundedList[Link] | None = None
         self._recorder = recorder
@@ -185,12 +213,29 @@ class RecordedSpan(trace.Span):
         #: the endpoint's own ones, and the request's (see encode_plain_span).
         self._encoded = encoded
         self._more = more
+        self._static = static
 
     # -- what encoding reads (ReadableSpan's names) --------------------------------------------
 
     @property
+    def attributes(self) -> dict[str, Any] | BoundedAttributes:
+        attributes = self._attributes
+        if attributes is None:
+            attributes = self._attributes = {**(self._static or {}), **(self._more or {})}
+        return attributes
+
+    @property
+    def parent(self) -> SpanContext | None:
+        parent = self._parent
+        if parent is None and self._parent_id is not None:
+            trace_id = int.from_bytes(self._ids[:16])  # type: ignore[index]
+            parent = SpanContext(trace_id, int.from_bytes(self._parent_id), self._remote, _SAMPLED)
+            self._parent = parent
+        return parent
+
+    @property
     def dropped_attributes(self) -> int:
-        attributes = self.attributes
+        attributes = self._attributes
         return attributes.dropped if isinstance(attributes, BoundedAttributes) else 0
 
     @property
@@ -212,7 +257,22 @@ class RecordedSpan(trace.Span):
     # -- OpenTelemetry's Span API, with the SDK's rules ----------------------------------------
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        context = self._context
+        if context is None:
+            ids: bytes = self._ids  # type: ignore[assignment]
+            trace_id, span_id = int.from_bytes(ids[:16]), int.from_bytes(ids[16:])
+            context = self._context = SpanContext(trace_id, span_id, False, _SAMPLED)
+        return context
+
+    def traceparent(self) -> str:
+        """This span's W3C ``traceparent`` (with no ``tracestate``)."""
+        ids = self._ids
+        if ids is None:
+            context = self._context
+            assert context is not None
+            return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        hexed = ids.hex()
+        return f"00-{hexed[:32]}-{hexed[32:]}-01"
 
     def is_recording(self) -> bool:
         return self.end_time is None
@@ -220,7 +280,7 @@ class RecordedSpan(trace.Span):
     def _bounded(self) -> BoundedAttributes:
         attributes = self.attributes
         if not isinstance(attributes, BoundedAttributes):
-            attributes = self.attributes = self._recorder._bounded(attributes)
+            attributes = self._attributes = self._recorder._bounded(attributes)
             self._encoded = None
         return attributes
 
@@ -310,7 +370,7 @@ class RecordedSpan(trace.Span):
             _sdk_log.warning("Calling end() on an ended span.")
             return
         self.end_time = end_time if end_time is not None else time_ns()
-        attributes = self.attributes
+        attributes = self._attributes
         if isinstance(attributes, BoundedAttributes):
             attributes._immutable = True  # as the SDK's end does
         self._recorder._ended(self)
@@ -327,6 +387,106 @@ class RecordedSpan(trace.Span):
             if self._set_status_on_exception:
                 self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
         super().__exit__(exc_type, exc_val, exc_tb)
+
+
+def _encode_plain(span: RecordedSpan, encoded: bytes) -> Any:
+    """The bytes of one of the middleware's spans, unchanged since it started
+    (or the span itself, for the thread, when it carries a ``tracestate``)."""
+    ids, parent_id, remote = span._ids, span._parent_id, span._remote
+    if ids is None:
+        context: SpanContext = span._context  # type: ignore[assignment]
+        if context.trace_state:
+            return span
+        ids = context.trace_id.to_bytes(16, "big") + context.span_id.to_bytes(8, "big")
+        parent = span._parent
+        if parent is not None:
+            parent_id, remote = parent.span_id.to_bytes(8, "big"), parent.is_remote
+    return encode_plain_span(
+        ids,
+        parent_id,
+        remote,
+        span.name,
+        span.kind,
+        span.start_time,
+        span.end_time,  # type: ignore[arg-type]
+        encoded,
+        span._more,  # type: ignore[arg-type]
+    )
+
+
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+def _fresh_ids(trace_id: bytes | None = None) -> bytes:
+    """A new span's ids (16 + 8 bytes) in ``trace_id`` (``None``: a new trace);
+    neither is all zero, which W3C trace context calls invalid."""
+    if trace_id is None:
+        ids = randbytes(24)
+        while ids[:16] == _ZERO_TRACE or ids[16:] == _ZERO_SPAN:
+            ids = randbytes(24)
+        return ids
+    span_id = randbytes(8)
+    while span_id == _ZERO_SPAN:
+        span_id = randbytes(8)
+    return trace_id + span_id
+
+
+class LeanStarter:
+    """Starts the spans of one endpoint of the middleware (its name, kind and
+    own attributes, encoded once), the cheapest way there is: no
+    ``SpanContext`` and no context of the parent are made, the ids are the
+    bytes OTLP carries, and the span is encoded as it ends. Each method takes
+    the request's attributes (``more``: string keys and values, none of them
+    in ``static``, owned by the span). The span is recorded and sampled, as
+    the middleware decided."""
+
+    __slots__ = ("_encoded", "_kind", "_name", "_recorder", "_static")
+
+    def __init__(
+        self,
+        recorder: SpanRecorder,
+        name: str,
+        kind: SpanKind,
+        static: Mapping[str, str],
+        encoded: bytes,
+    ) -> None:
+        self._recorder = recorder
+        self._name = name
+        self._kind = kind
+        self._static = static
+        self._encoded = encoded
+
+    def root(self, more: dict[str, str]) -> RecordedSpan:
+        """A span starting a new trace."""
+        return RecordedSpan(
+            self._recorder, self._name, None, None, self._kind, None, time_ns(), True, True,
+            self._encoded, more, self._static, _fresh_ids(),
+        )  # fmt: skip
+
+    def child(self, more: dict[str, str], parent: RecordedSpan) -> RecordedSpan | None:
+        """A child of ``parent`` (a span of this recorder's kind), or ``None``
+        when its trace carries a ``tracestate`` (then ask :meth:`SpanRecorder.start_span`)."""
+        ids = parent._ids
+        if ids is None:
+            context: SpanContext = parent._context  # type: ignore[assignment]
+            if context.trace_state or not context.trace_flags.sampled:
+                return None
+            ids = context.trace_id.to_bytes(16, "big") + context.span_id.to_bytes(8, "big")
+        return RecordedSpan(
+            self._recorder, self._name, None, None, self._kind, None, time_ns(), True, True,
+            self._encoded, more, self._static, _fresh_ids(ids[:16]), ids[16:],
+        )  # fmt: skip
+
+    def remote_child(self, more: dict[str, str], trace_id: str, span_id: str) -> RecordedSpan:
+        """A child of a sampled span that came over the wire: its trace id
+        and span id as W3C's ``traceparent`` writes them (lower-case hex,
+        32 and 16 digits, neither all zeros: checked by the caller)."""
+        return RecordedSpan(
+            self._recorder, self._name, None, None, self._kind, None, time_ns(), True, True,
+            self._encoded, more, self._static, _fresh_ids(bytes.fromhex(trace_id)),
+            bytes.fromhex(span_id), True,
+        )  # fmt: skip
 
 
 class SpanRecorder(trace.Tracer, SpanProcessor):
@@ -425,6 +585,16 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
             self, name, ids, parent, kind, attributes, time_ns(), encoded=known[1], more=more
         )
 
+    def lean_starter(
+        self, name: str, kind: SpanKind, static: Mapping[str, str]
+    ) -> LeanStarter | None:
+        """What starts the spans of one endpoint of the middleware on the
+        lean path (see :class:`LeanStarter`), or ``None`` where the limits
+        do not let its attributes through as they are (:func:`limits_allow`)."""
+        if not self._plain:
+            return None
+        return LeanStarter(self, name, kind, static, encode_attributes(static))
+
     @staticmethod
     def _ids(context: Context | None) -> tuple[SpanContext | None, SpanContext]:
         """The parent of a span started in ``context`` (``None``: a new
@@ -498,15 +668,7 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
             and span.status is _UNSET
         ):
             try:
-                item = encode_plain_span(
-                    span._context,
-                    span.parent,
-                    span.name,
-                    span.kind,
-                    (span.start_time, span.end_time),
-                    encoded,
-                    span._more,
-                )
+                item = _encode_plain(span, encoded)
             except Exception as error:  # never into the request that ended it
                 log.error("tracing: a span could not be encoded: %s", error)
                 return
