@@ -12,11 +12,17 @@ the SDK's own ``export`` is used: slower, never wrong.
 ``export_encoded`` sends a request already encoded: the batches of
 :class:`cbs.tracing.recorder.SpanRecorder`, which only runs where the fast
 export does.
+
+Made with no arguments, as CBS makes it, for a plain ``http://`` endpoint
+that no proxy, ``.netrc`` entry or credential provider applies to, it sends
+over :class:`cbs.tracing.otlp_http.KeepAliveTransport` instead of a requests
+session (see there).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -30,12 +36,24 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
+from cbs.tracing.otlp_http import KeepAliveTransport, keeps_alive
 from cbs.tracing.otlp_wire import encode_spans
 
 __all__ = ["OtlpSpanExporter", "FAST_EXPORT"]
 
 #: The SDK exporter's logger: its messages come from where they always did.
 _logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+
+
+def _endpoint_from_env() -> str:
+    """The endpoint the exporter sends to when made with no arguments
+    (OpenTelemetry's rule: the signal's own variable as it is, else the
+    general one with ``/v1/traces``, else the local default)."""
+    own = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if own:
+        return own
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
+    return f"{base.removesuffix('/')}/v1/traces"
 
 
 def _fingerprint(function: Any) -> int:
@@ -55,6 +73,11 @@ FAST_EXPORT = _fingerprint(OTLPSpanExporter.export) == CHECKED_AGAINST
 
 class OtlpSpanExporter(OTLPSpanExporter):
     """``OTLPSpanExporter``, encoding with :func:`cbs.tracing.otlp_wire.encode_spans`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not args and not kwargs and keeps_alive(_endpoint_from_env()):
+            kwargs["_transport"] = KeepAliveTransport()
+        super().__init__(*args, **kwargs)
 
     if FAST_EXPORT:
 
