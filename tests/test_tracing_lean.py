@@ -344,3 +344,23 @@ async def test_a_failing_request_is_recorded_as_on_the_checked_path() -> None:
         del span.attributes[:]
         outcomes.append((span, [a for a in attributes if a[0] != "messaging.message.id"]))
     assert outcomes[0] == outcomes[1]
+
+
+def test_a_key_of_unique_values_is_encoded_whole_after_its_cache_is_full(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ours, captured = recorder()
+    starter = ours.lean_starter("x", SpanKind.CLIENT, {"cbs.service": "greeter"})
+    assert starter is not None
+    count = 1500  # more than a key's cached values (1024)
+    bad = (3, count - 3)  # values refused as the SDK's encoder does: before and after
+    for n in range(count):
+        value = f"id-{n}\udc80" if n in bad else f"id-{n}"
+        starter.root({"cbs.schema": "greeter/v1/Hello", "lean.test.id": value}).end()
+    spans = sent_spans(ours, captured)
+    assert len(spans) == count
+    for n, span in enumerate(spans):
+        found = {a.key: a.value.string_value for a in span.attributes}
+        expected = {"cbs.service": "greeter", "cbs.schema": "greeter/v1/Hello"}
+        assert found == (expected if n in bad else {**expected, "lean.test.id": f"id-{n}"})
+    assert caplog.text.count("Failed to encode key lean.test.id") == 2

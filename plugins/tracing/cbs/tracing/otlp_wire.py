@@ -28,7 +28,15 @@ from opentelemetry.trace import SpanKind
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
-__all__ = ["encode_attributes", "encode_batch", "encode_plain_span", "encode_span", "encode_spans"]
+__all__ = [
+    "encode_attributes",
+    "encode_batch",
+    "encode_lean_span",
+    "encode_plain_span",
+    "encode_span",
+    "encode_spans",
+    "span_head",
+]
 
 #: The SDK encoder's logger: a refused attribute is reported where it was.
 _logger = logging.getLogger("opentelemetry.exporter.otlp.proto.common._internal")
@@ -308,6 +316,71 @@ def encode_plain_span(
     parts.append(_UNSET_STATUS)
     parts.append(_REMOTE_FLAGS if remote else _LOCAL_FLAGS)
     return _field(b"\x12", b"".join(parts))
+
+
+def span_head(name: str, kind: SpanKind) -> bytes:
+    """A span's name and kind fields, for :func:`encode_lean_span`."""
+    return _string(b"\x2a", name) + _KIND_FIELDS[kind]
+
+
+#: What ends the bytes of a span of :func:`encode_lean_span`: its status
+#: (unset) and flags, by whether its parent is remote.
+_LEAN_TAILS = {False: _UNSET_STATUS + _LOCAL_FLAGS, True: _UNSET_STATUS + _REMOTE_FLAGS}
+_TRACE_TAG, _SPAN_TAG, _PARENT_TAG = b"\x0a\x10", b"\x12\x08", b"\x22\x08"
+
+
+def encode_lean_span(
+    ids: bytes,
+    parent_id: bytes | None,
+    remote: bool,
+    head: bytes,
+    start: int,
+    end: int,
+    attributes: bytes,
+    more: Mapping[str, str],
+) -> bytes:
+    """:func:`encode_plain_span`, the name and kind already encoded
+    (``head``, :func:`span_head`) and ``more`` of strings only."""
+    parts = [_TRACE_TAG, ids[:16], _SPAN_TAG, ids[16:]]
+    if parent_id is not None:
+        parts.append(_PARENT_TAG)
+        parts.append(parent_id)
+    parts.append(head)
+    parts.append(_times(0x39, start, 0x41, end))
+    parts.append(attributes)
+    parts += _string_attributes(more)
+    parts.append(_LEAN_TAILS[remote])
+    body = b"".join(parts)
+    size = len(body)
+    return (b"\x12" + _SMALL[size] if size < 0x80 else b"\x12" + _varint(size)) + body
+
+
+def _string_attributes(pairs: Mapping[str, str]) -> list[bytes]:
+    """:func:`_attributes` of a span's string attributes (``KeyValue`` fields
+    9): a pair seen before is found encoded; the others (a message id) are
+    written directly."""
+    out = []
+    strings = _STRINGS.get(b"\x4a")
+    if strings is None:
+        strings = _STRINGS[b"\x4a"] = {}
+    for key, value in pairs.items():
+        values = strings.get(key)
+        found = values.get(value) if values is not None else None
+        if found is None:
+            if values is None or len(values) < _MAX_VALUES:
+                out += _attributes(b"\x4a", {key: value})  # and kept, if it may be
+                continue
+            key_field = _KEYS.get(key)
+            if key_field is None:
+                key_field = _field(b"\x0a", key.encode()) if key else b""
+            try:
+                text = value.encode()
+            except UnicodeEncodeError as error:  # a lone surrogate
+                _logger.exception("Failed to encode key %s: %s", key, error)
+                continue
+            found = _field(b"\x4a", key_field + _field(b"\x12", _field(b"\x0a", text)))
+        out.append(found)
+    return out
 
 
 def _scope(scope: Any) -> bytes:

@@ -66,8 +66,10 @@ from opentelemetry.trace import (
 from cbs.tracing.otlp_wire import (
     encode_attributes,
     encode_batch,
+    encode_lean_span,
     encode_plain_span,
     encode_span,
+    span_head,
 )
 
 if TYPE_CHECKING:
@@ -160,7 +162,7 @@ class RecordedSpan(trace.Span):
         "_recorder",
         "_remote",
         "_set_status_on_exception",
-        "_static",
+        "_starter",
         "end_time",
         "kind",
         "name",
@@ -181,7 +183,7 @@ class RecordedSpan(trace.Span):
         set_status_on_exception: bool = True,
         encoded: bytes | None = None,
         more: dict[str, str] | None = None,
-        static: Mapping[str, str] | None = None,
+        starter: LeanStarter | None = None,
         ids: bytes | None = None,
         parent_id: bytes | None = None,
         remote: bool = False,
@@ -192,7 +194,7 @@ class RecordedSpan(trace.Span):
         self.end_time: int | None = None
         #: A plain dict while it holds only the middleware's attributes (within
         #: the limits, see :func:`limits_allow`); bounded from the first one
-        #: set. ``None`` on the lean path until asked for: ``static`` and ``more``.
+        #: set. ``None`` on the lean path until asked for: the starter's and ``more``.
         self._attributes: dict[str, Any] | BoundedAttributes | None = attributes
         self.status = _UNSET
         #: ``None`` on the lean path until asked for: ``ids`` holds the trace
@@ -213,7 +215,9 @@ class RecordedSpan(trace.Span):
         #: the endpoint's own ones, and the request's (see encode_plain_span).
         self._encoded = encoded
         self._more = more
-        self._static = static
+        #: What started it on the lean path (its endpoint's name, kind and
+        #: attributes, encoded), else ``None``.
+        self._starter = starter
 
     # -- what encoding reads (ReadableSpan's names) --------------------------------------------
 
@@ -221,7 +225,8 @@ class RecordedSpan(trace.Span):
     def attributes(self) -> dict[str, Any] | BoundedAttributes:
         attributes = self._attributes
         if attributes is None:
-            attributes = self._attributes = {**(self._static or {}), **(self._more or {})}
+            static = self._starter._static if self._starter is not None else {}
+            attributes = self._attributes = {**static, **(self._more or {})}
         return attributes
 
     @property
@@ -327,6 +332,7 @@ class RecordedSpan(trace.Span):
             _ended_warning("update_name")
             return
         self.name = name
+        self._starter = None  # its encoded name is not this one
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         # The SDK's rules: OK is final, UNSET is ignored.
@@ -371,8 +377,8 @@ class RecordedSpan(trace.Span):
             return
         self.end_time = end_time if end_time is not None else time_ns()
         attributes = self._attributes
-        if isinstance(attributes, BoundedAttributes):
-            attributes._immutable = True  # as the SDK's end does
+        if attributes is not None and type(attributes) is not dict:
+            attributes._immutable = True  # type: ignore[union-attr]  # as the SDK's end does
         self._recorder._ended(self)
 
     def __exit__(
@@ -436,32 +442,28 @@ class LeanStarter:
     """Starts the spans of one endpoint of the middleware (its name, kind and
     own attributes, encoded once), the cheapest way there is: no
     ``SpanContext`` and no context of the parent are made, the ids are the
-    bytes OTLP carries, and the span is encoded as it ends. Each method takes
-    the request's attributes (``more``: string keys and values, none of them
-    in ``static``, owned by the span). The span is recorded and sampled, as
-    the middleware decided."""
+    bytes OTLP carries, and the span is encoded as it ends, most of its bytes
+    made already. Each method takes the request's attributes (``more``:
+    string keys and values, none of them in ``static``, owned by the span).
+    The span is recorded and sampled, as the middleware decided."""
 
-    __slots__ = ("_encoded", "_kind", "_name", "_recorder", "_static")
+    __slots__ = ("_encoded", "_head", "_kind", "_name", "_recorder", "_static")
 
     def __init__(
-        self,
-        recorder: SpanRecorder,
-        name: str,
-        kind: SpanKind,
-        static: Mapping[str, str],
-        encoded: bytes,
+        self, recorder: SpanRecorder, name: str, kind: SpanKind, static: Mapping[str, str]
     ) -> None:
         self._recorder = recorder
         self._name = name
         self._kind = kind
         self._static = static
-        self._encoded = encoded
+        self._encoded = encode_attributes(static)
+        self._head = span_head(name, kind)
 
     def root(self, more: dict[str, str]) -> RecordedSpan:
         """A span starting a new trace."""
         return RecordedSpan(
             self._recorder, self._name, None, None, self._kind, None, time_ns(), True, True,
-            self._encoded, more, self._static, _fresh_ids(),
+            self._encoded, more, self, _fresh_ids(),
         )  # fmt: skip
 
     def child(self, more: dict[str, str], parent: RecordedSpan) -> RecordedSpan | None:
@@ -475,7 +477,7 @@ class LeanStarter:
             ids = context.trace_id.to_bytes(16, "big") + context.span_id.to_bytes(8, "big")
         return RecordedSpan(
             self._recorder, self._name, None, None, self._kind, None, time_ns(), True, True,
-            self._encoded, more, self._static, _fresh_ids(ids[:16]), ids[16:],
+            self._encoded, more, self, _fresh_ids(ids[:16]), ids[16:],
         )  # fmt: skip
 
     def remote_child(self, more: dict[str, str], trace_id: str, span_id: str) -> RecordedSpan:
@@ -484,9 +486,22 @@ class LeanStarter:
         32 and 16 digits, neither all zeros: checked by the caller)."""
         return RecordedSpan(
             self._recorder, self._name, None, None, self._kind, None, time_ns(), True, True,
-            self._encoded, more, self._static, _fresh_ids(bytes.fromhex(trace_id)),
+            self._encoded, more, self, _fresh_ids(bytes.fromhex(trace_id)),
             bytes.fromhex(span_id), True,
         )  # fmt: skip
+
+    def encode(self, span: RecordedSpan) -> bytes:
+        """One of its spans, ended unchanged, as :func:`encode_span` gives it."""
+        return encode_lean_span(
+            span._ids,  # type: ignore[arg-type]
+            span._parent_id,
+            span._remote,
+            self._head,
+            span.start_time,
+            span.end_time,  # type: ignore[arg-type]
+            self._encoded,
+            span._more,  # type: ignore[arg-type]
+        )
 
 
 class SpanRecorder(trace.Tracer, SpanProcessor):
@@ -593,7 +608,7 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
         do not let its attributes through as they are (:func:`limits_allow`)."""
         if not self._plain:
             return None
-        return LeanStarter(self, name, kind, static, encode_attributes(static))
+        return LeanStarter(self, name, kind, static)
 
     @staticmethod
     def _ids(context: Context | None) -> tuple[SpanContext | None, SpanContext]:
@@ -668,7 +683,8 @@ class SpanRecorder(trace.Tracer, SpanProcessor):
             and span.status is _UNSET
         ):
             try:
-                item = _encode_plain(span, encoded)
+                starter = span._starter
+                item = starter.encode(span) if starter is not None else _encode_plain(span, encoded)
             except Exception as error:  # never into the request that ended it
                 log.error("tracing: a span could not be encoded: %s", error)
                 return
