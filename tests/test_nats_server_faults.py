@@ -121,6 +121,27 @@ def start_owner(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, int]:
     return proc, Path(started["workdir"]), int(started["pid"])
 
 
+def test_a_server_starts_beside_a_tracer_provider_and_its_fork_hooks() -> None:
+    # OpenTelemetry's TracerProvider registers an at-fork hook that starts a
+    # thread pool in the child. Had the child run the parent's hooks (as a
+    # preexec_fn makes it do), it would hang there, and the start with it.
+    script = textwrap.dedent(
+        """
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        provider = TracerProvider(resource=Resource({"service.name": "fork"}))
+        import concurrent.futures.thread  # its own hook after the provider's
+        from cbs.nats.server import NatsServer
+        with NatsServer(jetstream=False) as server:
+            print("served", server.port > 0)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "served True", done.stderr
+
+
 def test_kill_9_of_the_owner_leaves_a_folder_the_next_start_removes(tmp_path: Path) -> None:
     first, folder, server_pid = start_owner(tmp_path)
     try:

@@ -16,7 +16,6 @@ folders whose owner and server are both gone.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import json
 import logging
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,17 +75,32 @@ def _port_in_use(port: int) -> bool:
         return False
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    def preexec() -> None:  # runs in the child between fork and exec
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:  # the parent died before prctl: nobody to signal us
-            os._exit(1)
+#: Run as ``python -I -S -c _DIE_WITH_PARENT PARENT_PID BINARY ARGS...``: asks
+#: the kernel for SIGTERM when the parent dies (``PR_SET_PDEATHSIG``, kept
+#: across exec), exits if the parent died before that, then becomes
+#: nats-server (same pid). A program of its own, not a ``preexec_fn``: that
+#: runs the parent's at-fork hooks in the child, and OpenTelemetry's
+#: ``TracerProvider`` has one that starts a thread pool there and hangs, and
+#: the parent with it.
+_DIE_WITH_PARENT = f"""
+import ctypes, os, sys
+parent, argv = int(sys.argv[1]), sys.argv[2:]
+try:
+    ctypes.CDLL(None, use_errno=True).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGTERM)})
+except (OSError, AttributeError):
+    pass
+else:
+    if os.getppid() != parent:
+        os._exit(1)
+os.execv(argv[0], argv)
+"""
 
-    return preexec
+
+def _dying_with_parent(command: list[str]) -> list[str]:
+    """``command``, ended by the kernel when this process ends (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 # -- work folders and their owners ------------------------------------------------------------
@@ -274,14 +287,12 @@ class NatsServer:
         if self.store is None:
             self.store = self._workdir / "jetstream"
         config = self._config(self._workdir)
-        linux = sys.platform.startswith("linux")
         with open(self._workdir / "server.log", "ab") as server_log:
             self.process = subprocess.Popen(
-                [binary, "-c", str(config)],
+                _dying_with_parent([binary, "-c", str(config)]),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=server_log,
-                preexec_fn=_die_with_parent(os.getpid()) if linux else None,
             )
         _write_owner(self._workdir, self.process.pid)
 
