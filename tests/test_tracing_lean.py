@@ -354,13 +354,14 @@ def test_a_key_of_unique_values_is_encoded_whole_after_its_cache_is_full(
     assert starter is not None
     count = 1500  # more than a key's cached values (1024)
     bad = (3, count - 3)  # values refused as the SDK's encoder does: before and after
+    ids = [f"id-{n}" + "x" * 70 * (n % 3) for n in range(count)]  # lengths past a byte's
     for n in range(count):
-        value = f"id-{n}\udc80" if n in bad else f"id-{n}"
+        value = f"{ids[n]}\udc80" if n in bad else ids[n]
         starter.root({"cbs.schema": "greeter/v1/Hello", "lean.test.id": value}).end()
     spans = sent_spans(ours, captured)
     assert len(spans) == count
     for n, span in enumerate(spans):
         found = {a.key: a.value.string_value for a in span.attributes}
         expected = {"cbs.service": "greeter", "cbs.schema": "greeter/v1/Hello"}
-        assert found == (expected if n in bad else {**expected, "lean.test.id": f"id-{n}"})
+        assert found == (expected if n in bad else {**expected, "lean.test.id": ids[n]})
     assert caplog.text.count("Failed to encode key lean.test.id") == 2

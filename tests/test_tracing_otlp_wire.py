@@ -164,3 +164,12 @@ def test_an_attribute_the_sdk_refuses_is_left_out_and_logged(
         ours = encode_spans([span])
     assert ours == sdk_encode([span]).SerializePartialToString()
     assert "Failed to encode key bad" in caplog.text
+
+
+@given(st.integers(-(2**63), 2**64 - 1) | st.integers(0, 0x4001))
+def test_a_varint_is_protobufs(n: int) -> None:
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    from cbs.tracing.otlp_wire import _varint
+
+    assert _varint(n) == _VarintBytes(n if n >= 0 else n + (1 << 64))

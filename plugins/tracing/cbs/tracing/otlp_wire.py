@@ -66,6 +66,8 @@ def _varint(n: int) -> bytes:
         if n >= 0:
             return _SMALL[n]
         n += 1 << 64  # int64: two's complement, ten bytes
+    elif n < 0x4000:  # two bytes: a span's length, mostly
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -355,6 +357,11 @@ def encode_lean_span(
     return (b"\x12" + _SMALL[size] if size < 0x80 else b"\x12" + _varint(size)) + body
 
 
+#: A string attribute's ``KeyValue`` up to its value's length: the key field
+#: and the value's tag (bounded as :data:`_KEYS`).
+_KEY_PREFIXES: dict[str, bytes] = {}
+
+
 def _string_attributes(pairs: Mapping[str, str]) -> list[bytes]:
     """:func:`_attributes` of a span's string attributes (``KeyValue`` fields
     9): a pair seen before is found encoded; the others (a message id) are
@@ -366,20 +373,33 @@ def _string_attributes(pairs: Mapping[str, str]) -> list[bytes]:
     for key, value in pairs.items():
         values = strings.get(key)
         found = values.get(value) if values is not None else None
-        if found is None:
-            if values is None or len(values) < _MAX_VALUES:
-                out += _attributes(b"\x4a", {key: value})  # and kept, if it may be
-                continue
-            key_field = _KEYS.get(key)
-            if key_field is None:
-                key_field = _field(b"\x0a", key.encode()) if key else b""
-            try:
-                text = value.encode()
-            except UnicodeEncodeError as error:  # a lone surrogate
-                _logger.exception("Failed to encode key %s: %s", key, error)
-                continue
-            found = _field(b"\x4a", key_field + _field(b"\x12", _field(b"\x0a", text)))
-        out.append(found)
+        if found is not None:
+            out.append(found)
+            continue
+        if values is None or len(values) < _MAX_VALUES:
+            out += _attributes(b"\x4a", {key: value})  # and kept, if it may be
+            continue
+        try:
+            text = value.encode()
+        except UnicodeEncodeError as error:  # a lone surrogate
+            _logger.exception("Failed to encode key %s: %s", key, error)
+            continue
+        prefix = _KEY_PREFIXES.get(key)
+        if prefix is None:
+            prefix = (_field(b"\x0a", key.encode()) if key else b"") + b"\x12"
+            if len(_KEY_PREFIXES) < _MAX_KEYS:
+                _KEY_PREFIXES[key] = prefix
+        size = len(text)
+        whole = len(prefix) + 3 + size  # the KeyValue: prefix, AnyValue's length, AnyValue
+        if whole < 0x80:  # every length a byte
+            out.append(
+                b"".join(
+                    (b"\x4a", _SMALL[whole], prefix, _SMALL[size + 2], b"\x0a", _SMALL[size], text)
+                )
+            )
+        else:
+            any_value = _field(b"\x0a", text)
+            out.append(_field(b"\x4a", prefix + _varint(len(any_value)) + any_value))
     return out
 
 
