@@ -223,7 +223,9 @@ async def test_retries_stay_within_the_budget(make_body: MakeBody) -> None:
     await body.start()
     flaky.mode = "unavailable"
     began = time.time()
-    with pytest.raises(Unavailable):
+    # The last failure, or Timeout when the last attempt began with so little
+    # of the budget left that the deadline passed before the cell ran.
+    with pytest.raises((Unavailable, Timeout)):
         await body.request("flaky", "read", {}, timeout=0.3)
     ended = time.time()
     assert 2 <= flaky.calls["read"] < 101
