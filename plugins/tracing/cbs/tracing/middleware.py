@@ -524,11 +524,12 @@ def traced_server(
                 or "tracestate" in headers
                 or "baggage" in headers
                 or _SAMPLED_CANONICAL(value) is None
-                or value[3:35] == _ZERO_TRACE
-                or value[36:52] == _ZERO_SPAN
             ):
                 return await general(request, headers)
-            span = remote_child(more, value[3:35], value[36:52])
+            trace_id, span_id = value[3:35], value[36:52]
+            if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+                return await general(request, headers)
+            span = remote_child(more, trace_id, span_id)
         token = enter(Context({key: span}))  # type: ignore[dict-item]
         envelope_token = ENVELOPE_ID.set(request.id)
         try:
