@@ -22,7 +22,6 @@ session (see there).
 from __future__ import annotations
 
 import logging
-import os
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -30,8 +29,10 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http._common import (
     RequestPayloadTooLargeError,
     _is_request_too_large,
+    _resolve_endpoint,
 )
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
@@ -43,17 +44,6 @@ __all__ = ["OtlpSpanExporter", "FAST_EXPORT"]
 
 #: The SDK exporter's logger: its messages come from where they always did.
 _logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
-
-
-def _endpoint_from_env() -> str:
-    """The endpoint the exporter sends to when made with no arguments
-    (OpenTelemetry's rule: the signal's own variable as it is, else the
-    general one with ``/v1/traces``, else the local default)."""
-    own = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    if own:
-        return own
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
-    return f"{base.removesuffix('/')}/v1/traces"
 
 
 def _fingerprint(function: Any) -> int:
@@ -75,7 +65,9 @@ class OtlpSpanExporter(OTLPSpanExporter):
     """``OTLPSpanExporter``, encoding with :func:`cbs.tracing.otlp_wire.encode_spans`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if not args and not kwargs and keeps_alive(_endpoint_from_env()):
+        # The endpoint as the SDK's exporter resolves it when given none.
+        endpoint = _resolve_endpoint(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "v1/traces")
+        if not args and not kwargs and keeps_alive(endpoint):
             kwargs["_transport"] = KeepAliveTransport()
         super().__init__(*args, **kwargs)
 

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = [
     "encode_attributes",
     "encode_batch",
-    "encode_lean_span",
     "encode_plain_span",
     "encode_span",
     "encode_spans",
@@ -154,7 +153,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]
             found = values.get(value) if values is not None else None
             if found is None:
                 try:
-                    found = _field(tag, _key_value(key, value))
+                    found = _string_pair(tag, key, value)
                 except Exception as error:  # not UTF-8 (a lone surrogate)
                     _logger.exception("Failed to encode key %s: %s", key, error)
                     continue
@@ -180,6 +179,23 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]
             cache[(tag, key, kind, value)] = encoded
         out.append(encoded)
     return out
+
+
+def _string_pair(tag: bytes, key: str, value: str) -> bytes:
+    """``_field(tag, _key_value(key, value))`` of a string value, written in
+    one ``join`` when every length fits a byte (a message id, new every span)."""
+    key_field = _KEYS.get(key)
+    if key_field is None:
+        key_field = _field(b"\x0a", key.encode()) if key else b""
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[key] = key_field
+    text = value.encode()
+    size = len(text)
+    whole = len(key_field) + 4 + size  # the KeyValue: key, value's tag and length, AnyValue
+    if whole >= 0x80:
+        return _field(tag, key_field + _field(b"\x12", _field(b"\x0a", text)))
+    parts = (tag, _SMALL[whole], key_field, b"\x12", _SMALL[size + 2], b"\x0a", _SMALL[size], text)
+    return b"".join(parts)
 
 
 def _string(tag: bytes, text: str | None) -> bytes:
@@ -288,12 +304,22 @@ def encode_attributes(attributes: Mapping[str, Any]) -> bytes:
     return b"".join(_attributes(b"\x4a", attributes))
 
 
+def span_head(name: str, kind: SpanKind) -> bytes:
+    """A span's name and kind fields, for :func:`encode_plain_span`."""
+    return (_NAMES.get(name) or _name_field(name)) + _KIND_FIELDS[kind]
+
+
+#: What ends the bytes of a span of :func:`encode_plain_span`: its status
+#: (unset) and flags, by whether its parent is remote.
+_PLAIN_TAILS = {False: _UNSET_STATUS + _LOCAL_FLAGS, True: _UNSET_STATUS + _REMOTE_FLAGS}
+_TRACE_TAG, _SPAN_TAG, _PARENT_TAG = b"\x0a\x10", b"\x12\x08", b"\x22\x08"
+
+
 def encode_plain_span(
     ids: bytes,
     parent_id: bytes | None,
     remote: bool,
-    name: str,
-    kind: SpanKind,
+    head: bytes,
     start: int,
     end: int,
     attributes: bytes,
@@ -302,47 +328,10 @@ def encode_plain_span(
     """:func:`encode_span` of a span with no ``tracestate``, no events, no
     links, nothing dropped, its status unset and both its times set: its
     trace id and span id (``ids``, 16 + 8 bytes), its parent's span id (8
-    bytes, ``None``: none) and whether the parent is ``remote``; its
-    attributes are those ``attributes`` (:func:`encode_attributes`) holds,
-    then ``more``. The middleware's spans: most of their bytes made once per
-    endpoint."""
-    parts = [b"\x0a\x10", ids[:16], b"\x12\x08", ids[16:]]  # trace_id = 1, span_id = 2
-    if parent_id is not None:
-        parts.append(b"\x22\x08")  # parent_span_id = 4, 8 bytes
-        parts.append(parent_id)
-    parts.append(_NAMES.get(name) or _name_field(name))
-    parts.append(_KIND_FIELDS[kind])
-    parts.append(_times(0x39, start, 0x41, end))
-    parts.append(attributes)
-    parts += _attributes(b"\x4a", more)
-    parts.append(_UNSET_STATUS)
-    parts.append(_REMOTE_FLAGS if remote else _LOCAL_FLAGS)
-    return _field(b"\x12", b"".join(parts))
-
-
-def span_head(name: str, kind: SpanKind) -> bytes:
-    """A span's name and kind fields, for :func:`encode_lean_span`."""
-    return _string(b"\x2a", name) + _KIND_FIELDS[kind]
-
-
-#: What ends the bytes of a span of :func:`encode_lean_span`: its status
-#: (unset) and flags, by whether its parent is remote.
-_LEAN_TAILS = {False: _UNSET_STATUS + _LOCAL_FLAGS, True: _UNSET_STATUS + _REMOTE_FLAGS}
-_TRACE_TAG, _SPAN_TAG, _PARENT_TAG = b"\x0a\x10", b"\x12\x08", b"\x22\x08"
-
-
-def encode_lean_span(
-    ids: bytes,
-    parent_id: bytes | None,
-    remote: bool,
-    head: bytes,
-    start: int,
-    end: int,
-    attributes: bytes,
-    more: Mapping[str, str],
-) -> bytes:
-    """:func:`encode_plain_span`, the name and kind already encoded
-    (``head``, :func:`span_head`) and ``more`` of strings only."""
+    bytes, ``None``: none) and whether the parent is ``remote``, its name and
+    kind (``head``, :func:`span_head`); its attributes are those
+    ``attributes`` (:func:`encode_attributes`) holds, then ``more``. The
+    middleware's spans: most of their bytes made once per endpoint."""
     parts = [_TRACE_TAG, ids[:16], _SPAN_TAG, ids[16:]]
     if parent_id is not None:
         parts.append(_PARENT_TAG)
@@ -350,57 +339,9 @@ def encode_lean_span(
     parts.append(head)
     parts.append(_times(0x39, start, 0x41, end))
     parts.append(attributes)
-    parts += _string_attributes(more)
-    parts.append(_LEAN_TAILS[remote])
-    body = b"".join(parts)
-    size = len(body)
-    return (b"\x12" + _SMALL[size] if size < 0x80 else b"\x12" + _varint(size)) + body
-
-
-#: A string attribute's ``KeyValue`` up to its value's length: the key field
-#: and the value's tag (bounded as :data:`_KEYS`).
-_KEY_PREFIXES: dict[str, bytes] = {}
-
-
-def _string_attributes(pairs: Mapping[str, str]) -> list[bytes]:
-    """:func:`_attributes` of a span's string attributes (``KeyValue`` fields
-    9): a pair seen before is found encoded; the others (a message id) are
-    written directly."""
-    out = []
-    strings = _STRINGS.get(b"\x4a")
-    if strings is None:
-        strings = _STRINGS[b"\x4a"] = {}
-    for key, value in pairs.items():
-        values = strings.get(key)
-        found = values.get(value) if values is not None else None
-        if found is not None:
-            out.append(found)
-            continue
-        if values is None or len(values) < _MAX_VALUES:
-            out += _attributes(b"\x4a", {key: value})  # and kept, if it may be
-            continue
-        try:
-            text = value.encode()
-        except UnicodeEncodeError as error:  # a lone surrogate
-            _logger.exception("Failed to encode key %s: %s", key, error)
-            continue
-        prefix = _KEY_PREFIXES.get(key)
-        if prefix is None:
-            prefix = (_field(b"\x0a", key.encode()) if key else b"") + b"\x12"
-            if len(_KEY_PREFIXES) < _MAX_KEYS:
-                _KEY_PREFIXES[key] = prefix
-        size = len(text)
-        whole = len(prefix) + 3 + size  # the KeyValue: prefix, AnyValue's length, AnyValue
-        if whole < 0x80:  # every length a byte
-            out.append(
-                b"".join(
-                    (b"\x4a", _SMALL[whole], prefix, _SMALL[size + 2], b"\x0a", _SMALL[size], text)
-                )
-            )
-        else:
-            any_value = _field(b"\x0a", text)
-            out.append(_field(b"\x4a", prefix + _varint(len(any_value)) + any_value))
-    return out
+    parts += _attributes(b"\x4a", more)
+    parts.append(_PLAIN_TAILS[remote])
+    return _field(b"\x12", b"".join(parts))
 
 
 def _scope(scope: Any) -> bytes:

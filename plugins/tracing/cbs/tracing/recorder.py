@@ -66,7 +66,6 @@ from opentelemetry.trace import (
 from cbs.tracing.otlp_wire import (
     encode_attributes,
     encode_batch,
-    encode_lean_span,
     encode_plain_span,
     encode_span,
     span_head,
@@ -411,8 +410,7 @@ def _encode_plain(span: RecordedSpan, encoded: bytes) -> Any:
         ids,
         parent_id,
         remote,
-        span.name,
-        span.kind,
+        span_head(span.name, span.kind),
         span.start_time,
         span.end_time,  # type: ignore[arg-type]
         encoded,
@@ -492,7 +490,7 @@ class LeanStarter:
 
     def encode(self, span: RecordedSpan) -> bytes:
         """One of its spans, ended unchanged, as :func:`encode_span` gives it."""
-        return encode_lean_span(
+        return encode_plain_span(
             span._ids,  # type: ignore[arg-type]
             span._parent_id,
             span._remote,
